@@ -1,0 +1,292 @@
+"""Data: the Dino Names file, its normalisation, the vocabulary, one-hot encoding and the split.
+
+Where the names file comes from, in order:
+
+1. an explicit ``path`` argument (the CLI's ``--data``),
+2. the ``DINO_RNN_DATA`` environment variable (any names file a user brings),
+3. ``data/dino_names.txt`` in the project, downloaded on first use from
+   ``DINO_RNN_DATA_URL`` (default: the upstream URL below; a ``file://`` URL works),
+   checked against the published sha256 and written atomically.
+
+Normalisation (as in the published study): every line is one name; a UTF-8 byte-order
+mark, Windows line endings and surrounding whitespace are removed, names are
+lower-cased, spaces inside a name are removed, blank lines are skipped. Duplicate
+names are *kept* (the published 1536-name corpus has 12 repeated lines) and counted.
+'.' is the end-of-name marker, so a name that contains '.' is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+# ---------------------------------------------------------------------------
+# Where the data lives
+# ---------------------------------------------------------------------------
+
+DATA_URL = (
+    "https://raw.githubusercontent.com/IvLabs/Natural-Language-Processing/"
+    "master/char_rnns/dino_names.txt"
+)
+DATA_SHA256 = "ad6465621cf56c08f71d4fbb40cf7eab763f9df42c54cc460d6c4d86e9c927fb"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_FILE = DATA_DIR / "dino_names.txt"
+
+END = "."  # the end-of-name marker
+MIN_NAMES = 50  # the fewest names for which int(0.02 * n) >= 1: a non-empty validation set
+
+
+class DataError(ValueError):
+    """A names file that cannot be used; the message is one line that says what to do."""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str = DATA_SHA256, timeout: float = 30.0) -> Path:
+    """Fetch ``url`` into ``dest``: verified against ``sha256`` and moved into place atomically.
+
+    A partial or mismatching download never appears at ``dest``.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
+                while chunk := r.read(1 << 16):
+                    f.write(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            raise DataError(
+                f"cannot download the Dino Names file from {url} ({reason}); "
+                "set DINO_RNN_DATA=/path/to/names.txt to use a local file, "
+                "or DINO_RNN_DATA_URL to another source (file:// works)"
+            ) from None
+        actual = sha256_of(Path(tmp))
+        if actual != sha256:
+            raise DataError(
+                f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
+                "the download was discarded"
+            )
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def resolve_data_path(path: str | os.PathLike | None = None) -> Path:
+    """The names file to use: ``path``, else ``$DINO_RNN_DATA``, else the downloaded Dino Names."""
+    if path is None:
+        path = os.environ.get("DINO_RNN_DATA") or None
+    if path is not None:
+        return Path(path).expanduser()
+    if not DEFAULT_FILE.exists():
+        url = os.environ.get("DINO_RNN_DATA_URL") or DATA_URL
+        download(url, DEFAULT_FILE)
+    elif sha256_of(DEFAULT_FILE) != DATA_SHA256:
+        raise DataError(
+            f"{DEFAULT_FILE} does not match the published checksum {DATA_SHA256}; "
+            "delete it to download it again"
+        )
+    return DEFAULT_FILE
+
+
+# ---------------------------------------------------------------------------
+# Reading and normalising
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class NameReport:
+    """What normalisation did to a names file (for the notebooks and the CLI to print)."""
+
+    path: str
+    names: int = 0
+    blank_lines: int = 0
+    changed: int = 0  # lines lower-cased, stripped or with spaces removed
+    duplicates: int = 0  # names that repeat an earlier one (kept)
+    crlf: bool = False
+    bom: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [f"{self.names} names from {self.path}"]
+        if self.blank_lines:
+            parts.append(f"{self.blank_lines} blank lines skipped")
+        if self.changed:
+            parts.append(f"{self.changed} names normalised (case, whitespace)")
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicates kept")
+        if self.crlf:
+            parts.append("Windows line endings converted")
+        if self.bom:
+            parts.append("byte-order mark removed")
+        return "; ".join(parts)
+
+
+def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameReport]:
+    """Read and normalise a names file; returns the names and a report of what changed.
+
+    Raises :class:`DataError` with a one-line message for anything unusable.
+    """
+    p = resolve_data_path(path)
+    if not p.exists():
+        raise DataError(f"names file {p} does not exist; pass --data / DINO_RNN_DATA a file with one name per line")
+    if p.is_dir():
+        raise DataError(f"names file {p} is a directory, not a file; pass a file with one name per line")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    report = NameReport(path=str(p))
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+        report.bom = True
+    report.crlf = b"\r\n" in raw
+    raw_lines = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    names: list[str] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(raw_lines, start=1):
+        if b"\x00" in line:
+            raise DataError(f"names file {p} line {lineno} contains a NUL byte; is it a text file?")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"names file {p} line {lineno} is not valid UTF-8; save the file as UTF-8") from None
+        name = text.strip().lower().replace(" ", "")
+        name = "".join(name.split())  # any other whitespace inside a name
+        if not name:
+            report.blank_lines += 1
+            continue
+        if END in name:
+            raise DataError(
+                f"names file {p} line {lineno} ({text.strip()!r}) contains '{END}', "
+                "which marks the end of a name; remove it"
+            )
+        if name != text:
+            report.changed += 1
+        if name in seen:
+            report.duplicates += 1
+        seen.add(name)
+        names.append(name)
+    if not raw_lines or raw.strip() == b"":
+        raise DataError(f"names file {p} is empty; it needs one name per line")
+    if not names:
+        raise DataError(f"names file {p} has only blank lines; it needs one name per line")
+    # A trailing newline leaves one empty last line: that is not a "blank line" worth reporting.
+    if raw_lines and raw_lines[-1].strip() == b"":
+        report.blank_lines -= 1
+    report.names = len(names)
+    return names, report
+
+
+def load_names(path: str | os.PathLike | None = None) -> list[str]:
+    """The normalised names (1536 for Dino Names), in file order."""
+    return read_names(path)[0]
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary and encoding
+# ---------------------------------------------------------------------------
+
+
+class Vocab:
+    """The sorted set of characters of the names plus the end marker '.' (27 for Dino Names)."""
+
+    def __init__(self, names: list[str]):
+        self.itos: list[str] = sorted(set("".join(names)) | {END})
+        self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    @property
+    def end(self) -> int:
+        return self.stoi[END]
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as e:
+            raise DataError(f"character {e.args[0]!r} is not in the vocabulary {''.join(self.itos)!r}") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
+
+    def one_hot(self, ids) -> torch.Tensor:
+        """(T,) indices -> (T, V) float32 one-hot rows."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        return torch.nn.functional.one_hot(ids, len(self)).float()
+
+
+def make_pair(name: str, vocab: Vocab) -> tuple[list[int], list[int]]:
+    """Input and target indices: every character in, the next character (or '.') out.
+
+    For "abc": input a,b,c -> target b,c,'.'.
+    """
+    ids = vocab.encode(name)
+    return ids, ids[1:] + [vocab.end]
+
+
+@dataclass
+class Example:
+    """One name, encoded once: one-hot inputs (T, V) and target indices (T,)."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def encode_names(names: list[str], vocab: Vocab) -> list[Example]:
+    """Build every name's tensors once (the published loops rebuilt them at every step)."""
+    out = []
+    for n in names:
+        inp, tgt = make_pair(n, vocab)
+        out.append(Example(n, vocab.one_hot(inp), torch.tensor(tgt, dtype=torch.long)))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The split
+# ---------------------------------------------------------------------------
+
+
+def split_sizes(n: int, valid_frac: float = 0.02, test_frac: float = 0.03) -> tuple[int, int, int]:
+    """(train, valid, test) sizes as the published notebooks computed them: 1460/30/46 of 1536."""
+    n_valid, n_test = int(n * valid_frac), int(n * test_frac)
+    return n - n_valid - n_test, n_valid, n_test
+
+
+def split_names(names: list[str], seed: int = 0) -> tuple[list[str], list[str], list[str]]:
+    """One seeded shuffle, then train / validation / test = 95% / 2% / 3%.
+
+    The same seed gives the same split in every notebook, so every model is trained and
+    tested on the same names. Layout as published: train first, then test, validation last.
+    """
+    if len(names) < MIN_NAMES:
+        raise DataError(
+            f"{len(names)} names are too few for a 95/3/2 split with non-empty validation "
+            f"and test sets; give at least {MIN_NAMES} names"
+        )
+    shuffled = list(names)
+    random.Random(seed).shuffle(shuffled)
+    n_train, n_valid, n_test = split_sizes(len(shuffled))
+    train = shuffled[:n_train]
+    test = shuffled[n_train : n_train + n_test]
+    valid = shuffled[n_train + n_test :]
+    return train, valid, test
