@@ -212,6 +212,14 @@ class Vocab:
         self.itos: list[str] = sorted(set("".join(names)) | {END})
         self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.itos)}
 
+    @classmethod
+    def from_symbols(cls, itos) -> "Vocab":
+        """The vocabulary with exactly these symbols, in this order (from a checkpoint)."""
+        v = cls([])
+        v.itos = list(itos)
+        v.stoi = {c: i for i, c in enumerate(v.itos)}
+        return v
+
     def __len__(self) -> int:
         return len(self.itos)
 
