@@ -153,6 +153,8 @@ def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameRe
         raw = p.read_bytes()
     except OSError as e:
         raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    if not raw:
+        raise DataError(f"names file {p} is empty; it needs one name per line")
     report = NameReport(path=str(p))
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -184,8 +186,6 @@ def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameRe
             report.duplicates += 1
         seen.add(name)
         names.append(name)
-    if not raw_lines or raw.strip() == b"":
-        raise DataError(f"names file {p} is empty; it needs one name per line")
     if not names:
         raise DataError(f"names file {p} has only blank lines; it needs one name per line")
     # A trailing newline leaves one empty last line: that is not a "blank line" worth reporting.

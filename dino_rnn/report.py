@@ -371,14 +371,31 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
     return "\n".join(lines)
 
 
-def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_sections=()) -> pd.DataFrame:
-    """Write the comparison table, CSVs and plots for every metrics file under ``results_dir``."""
+def default_sections(results_dir) -> list[str]:
+    """Sections other parts of the study add to the report (the aⁿbⁿ lab, when it has run)."""
+    try:
+        from .lab import anbn_section
+    except ImportError:
+        return []
+    return [s for s in [anbn_section(results_dir)] if s]
+
+
+def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_sections=None) -> pd.DataFrame:
+    """Write the comparison table, CSVs and plots for every metrics file under ``results_dir``.
+
+    ``failures`` defaults to the failed notebooks recorded by the study runner in
+    ``study.json``; ``extra_sections`` to :func:`default_sections`.
+    """
     import matplotlib.pyplot as plt
+
+    from .study import failures as study_failures
 
     results_dir = Path(results_dir)
     runs = load_metrics(results_dir)
     if not runs:
         raise FileNotFoundError(f"no metrics under {results_dir / 'metrics'}; run the model notebooks first")
+    failures = study_failures(results_dir) if failures is None else failures
+    extra_sections = default_sections(results_dir) if extra_sections is None else extra_sections
     published = load_published()
     summary = summary_frame(runs, published)
     write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections))

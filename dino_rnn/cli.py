@@ -1,0 +1,76 @@
+"""The command line: ``dino-rnn study`` runs the whole study, ``dino-rnn bench`` the speed benchmark.
+
+Bad input is refused before any work with one line and exit status 2; a study in which
+a notebook failed or a model diverged exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .data import DataError
+from .params import ParameterError
+
+
+def _study_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "study",
+        help="train every model through its notebook, then write the comparison",
+        description="Run every notebook through papermill (once per seed), export HTML reports, "
+        "and write comparison.md / comparison.csv and the loss plots into --out.",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs per model (default 40; 1 with --smoke)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--seeds", nargs="+", metavar="SEED", help="seeds: a list (0 1 2) or a range (0-4); default 0")
+    g.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds SEED)")
+    p.add_argument("--max-names", type=int, default=None, help="train on the first N training names only (smoke runs)")
+    p.add_argument("--data", default=None, help="a names file, one name per line (default: $DINO_RNN_DATA or Dino Names)")
+    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    p.add_argument("--jobs", type=int, default=None, help="notebooks run in parallel (default: number of cores)")
+    p.add_argument("--smoke", action="store_true", help="a quick run with tiny parameters, to check everything works")
+    return p
+
+
+def study(args) -> int:
+    from .study import SMOKE, print_summary, run_study
+
+    epochs = args.epochs if args.epochs is not None else (SMOKE["epochs"] if args.smoke else 40)
+    max_names = args.max_names if args.max_names is not None else (SMOKE["max_names"] if args.smoke else None)
+    seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
+    result = run_study(
+        args.out,
+        epochs=epochs,
+        seeds=seeds,
+        max_names=max_names,
+        data=args.data,
+        jobs=args.jobs,
+        extra=SMOKE["extra"] if args.smoke else None,
+    )
+    print_summary(result)
+    return 0 if result.ok else 1
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog="dino-rnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _study_parser(sub)
+    sub.add_parser("bench", help="time the trainer against published-style loops", add_help=False)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = parser.parse_args(argv)
+    try:
+        return study(args)
+    except (ParameterError, DataError) as e:
+        print(f"dino-rnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dino-rnn: interrupted; the previous results in {args.out} are untouched", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The comparison, computed from hand-made metrics files: means, stds, paired differences."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from dino_rnn.report import load_metrics, paired_differences, summary_frame, write_comparison
+
+TEST = {  # test losses by architecture and seed
+    "rnn": [1.50, 1.60, 1.55],
+    "lstm": [1.40, 1.50, 1.45],  # lower than rnn on every seed
+    "gru": [1.45, 1.65, 1.52],  # lower than rnn on seeds 0 and 2 only
+}
+LABELS = {"rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
+
+
+def metric(arch, seed, test, status="ok"):
+    valid = [2.0, test + 0.1, test + 0.2]
+    return {
+        "architecture": arch,
+        "label": LABELS[arch],
+        "learnable_parameters": {"rnn": 7707, "lstm": 25563, "gru": 19611}[arch],
+        "status": status,
+        "message": "" if status == "ok" else "loss became NaN at epoch 2",
+        "parameters": {"seed": seed, "epochs": 3},
+        "data": {"mean_name_length": 12.0},
+        "history": {"train_loss": [2.5, 2.0, 1.9], "valid_loss": valid, "seconds": [0.5, 0.5, 0.6]},
+        "best_epoch": 2,
+        "train_loss": 2.0,
+        "valid_loss": test + 0.1,
+        "test_loss": test,
+        "seconds_per_epoch": 0.5,
+        "samples": {
+            "greedy": [{"start": "a", "name": "abc", "new": True}, {"start": "b", "name": "abc", "new": False}],
+            "greedy_new_share": 0.5,
+            "sampled": [{"start": "a", "name": "ab", "new": True}, {"start": "b", "name": "bcde", "new": True}],
+            "sampled_new_share": 1.0,
+        },
+    }
+
+
+@pytest.fixture
+def results(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    for arch, losses in TEST.items():
+        for seed, t in enumerate(losses):
+            (tmp_path / "metrics" / f"{arch}-seed{seed}.json").write_text(json.dumps(metric(arch, seed, t)))
+    return tmp_path
+
+
+def test_mean_and_std_over_seeds(results):
+    s = summary_frame(load_metrics(results)).set_index("architecture")
+    assert list(s.index) == ["rnn", "lstm", "gru"]  # the study's order
+    assert s.loc["rnn", "test_loss_mean"] == pytest.approx(1.55)
+    assert s.loc["rnn", "test_loss_std"] == pytest.approx(0.05)  # sample std, ddof=1
+    assert s.loc["gru", "test_loss_std"] == pytest.approx(pd.Series(TEST["gru"]).std())
+    assert s.loc["lstm", "seeds"] == 3
+
+
+def test_paired_differences_by_seed(results):
+    p = paired_differences(load_metrics(results)).set_index(["a", "b"])
+    rnn_lstm = p.loc[("rnn", "lstm")]
+    assert rnn_lstm.mean_difference == pytest.approx(0.10) and rnn_lstm.std_difference == pytest.approx(0.0, abs=1e-12)
+    assert rnn_lstm.holds_on_every_seed and rnn_lstm.lower == "lstm" and rnn_lstm.a_lower_on == 0
+    rnn_gru = p.loc[("rnn", "gru")]
+    assert rnn_gru.a_lower_on == 1 and not rnn_gru.holds_on_every_seed
+
+
+def test_failed_seed_is_left_out_and_reported(results):
+    (results / "metrics" / "rnn-seed1.json").write_text(json.dumps(metric("rnn", 1, math.nan, "diverged")))
+    s = summary_frame(load_metrics(results)).set_index("architecture")
+    assert s.loc["rnn", "seeds"] == 2 and s.loc["rnn", "failed_seeds"] == 1
+    assert s.loc["rnn", "test_loss_mean"] == pytest.approx(1.525)
+    write_comparison(results, extra_sections=[])
+    md = (results / "comparison.md").read_text()
+    assert "nn.RNN, seed 1: diverged — loss became NaN at epoch 2" in md
+    assert "| 2 (+1 failed)" in md
+
+
+def test_written_comparison(results):
+    write_comparison(results, extra_sections=["## Extra\n\nadded"])
+    md = (results / "comparison.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| nn.")]
+    assert len(table) == 3 + 3 + 3  # main table, three pairs, samples
+    assert "1.5500 ± 0.0500" in md
+    assert "1.8576 / 1.6835 / 1.5294" in md  # the published nn.RNN figures beside ours
+    assert "## Which differences hold on every seed" in md and "## Extra" in md
+    csv = pd.read_csv(results / "comparison.csv")
+    assert list(csv.architecture) == ["rnn", "lstm", "gru"] and csv.published_test_loss.tolist() == [1.5294, 1.4923, 1.3935]
+    assert len(pd.read_csv(results / "per_seed.csv")) == 9
+    for png in ("validation_curves.png", "curves_by_model.png"):
+        assert (results / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_samples_summary(results):
+    from dino_rnn.report import samples_table
+
+    t = samples_table(load_metrics(results)).set_index("architecture")
+    assert t.loc["rnn", "greedy_duplicates"] == 0.5 and t.loc["rnn", "sampled_mean_length"] == 3.0
+    assert t.loc["rnn", "greedy_new"] == 0.5 and t.loc["rnn", "real_mean_length"] == 12.0
