@@ -7,7 +7,9 @@ a notebook failed or a model diverged exits with status 1.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from .data import DataError
 from .params import ParameterError
@@ -51,6 +53,10 @@ def study(args) -> int:
     return 0 if result.ok else 1
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="dino-rnn", description=__doc__.splitlines()[0])
@@ -62,6 +68,11 @@ def main(argv=None) -> int:
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
+    # A kill (SIGTERM) unwinds like Ctrl-C: the run's staging folder is removed and the
+    # previous results stay as they were.
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return study(args)
     except (ParameterError, DataError) as e:
@@ -70,6 +81,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"dino-rnn: interrupted; the previous results in {args.out} are untouched", file=sys.stderr)
         return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,9 @@ STUDY_JSON = "study.json"
 SMOKE = {"epochs": 1, "max_names": 40, "extra": {"ANBN_EPOCHS": 2}}
 
 
-def model_notebooks(notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
-    """The study's model notebooks, in order: ``NN_*.ipynb``."""
-    return sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+def model_notebooks() -> list[Path]:
+    """The study's model notebooks, in order: ``notebooks/NN_*.ipynb``."""
+    return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
 @dataclass
@@ -122,6 +122,24 @@ def diverged_runs(results_dir) -> list[str]:
     return out
 
 
+def remove_stale(out: Path) -> None:
+    """Remove the staging folders of earlier runs that were killed (their process is gone)."""
+    for d in [*out.glob(".staging-*"), *out.glob(".previous-.staging-*")]:
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def promote(staging: Path, out: Path) -> None:
     """Move a finished run's files from ``staging`` into ``out``.
 
@@ -176,6 +194,7 @@ def run_study(
     out, epochs, seeds, max_names, data, jobs, report = check_inputs(out, epochs, seeds, max_names, data, jobs)
     log(f"data: {report}")
     data_arg = str(Path(data).resolve()) if data is not None else None
+    remove_stale(out)
     staging = out / f".staging-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     staging.mkdir()
     result = StudyResult(out=str(out))
@@ -209,7 +228,8 @@ def run_study(
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         try:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+            try:
                 futures = {pool.submit(_execute, j, str(NOTEBOOK_DIR)): i for i, j in enumerate(result.jobs)}
                 bar = tqdm(total=len(futures), desc="study", unit="notebook")
                 for fut in as_completed(futures):
@@ -219,6 +239,14 @@ def run_study(
                     mark = {"ok": "ok"}.get(job.status, job.status.upper())
                     bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s){': ' + job.message if job.message else ''}")
                 bar.close()
+                pool.shutdown()
+            except BaseException:
+                # Interrupted or killed: stop the workers now rather than wait for their notebooks
+                # (their kernels notice their parent is gone and exit).
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
         finally:
             for k, v in saved.items():
                 if v is None:
