@@ -118,7 +118,8 @@ class NameReport:
     path: str
     names: int = 0
     blank_lines: int = 0
-    changed: int = 0  # lines lower-cased, stripped or with spaces removed
+    lowercased: int = 0  # names that had upper-case letters
+    whitespace: int = 0  # names with surrounding or inner whitespace removed
     duplicates: int = 0  # names that repeat an earlier one (kept)
     crlf: bool = False
     bom: bool = False
@@ -128,8 +129,10 @@ class NameReport:
         parts = [f"{self.names} names from {self.path}"]
         if self.blank_lines:
             parts.append(f"{self.blank_lines} blank lines skipped")
-        if self.changed:
-            parts.append(f"{self.changed} names normalised (case, whitespace)")
+        if self.lowercased:
+            parts.append(f"{self.lowercased} lower-cased")
+        if self.whitespace:
+            parts.append(f"{self.whitespace} with whitespace removed")
         if self.duplicates:
             parts.append(f"{self.duplicates} duplicates kept")
         if self.crlf:
@@ -170,8 +173,8 @@ def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameRe
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise DataError(f"names file {p} line {lineno} is not valid UTF-8; save the file as UTF-8") from None
-        name = text.strip().lower().replace(" ", "")
-        name = "".join(name.split())  # any other whitespace inside a name
+        squeezed = "".join(text.split())  # surrounding and inner whitespace
+        name = squeezed.lower()
         if not name:
             report.blank_lines += 1
             continue
@@ -180,8 +183,8 @@ def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameRe
                 f"names file {p} line {lineno} ({text.strip()!r}) contains '{END}', "
                 "which marks the end of a name; remove it"
             )
-        if name != text:
-            report.changed += 1
+        report.whitespace += squeezed != text
+        report.lowercased += name != squeezed
         if name in seen:
             report.duplicates += 1
         seen.add(name)

@@ -153,6 +153,21 @@ class Experiment:
         }
         return self.samples
 
+    def samples_frame(self):
+        """The samples as a table: one row per start letter, greedy beside sampled, new or known."""
+        import pandas as pd
+
+        cols = {"greedy": self.samples["greedy"], f"T={self.temperature:g}": self.samples["sampled"]}
+        table = pd.concat({k: pd.DataFrame(v).set_index("start") for k, v in cols.items()}, axis=1)
+        return table.replace({True: "new", False: "known"})
+
+    def parameter_table(self):
+        """The model's learnable tensors: name, shape and number of parameters."""
+        import pandas as pd
+
+        rows = [(n, tuple(p.shape), p.numel()) for n, p in self.model.named_parameters() if p.requires_grad]
+        return pd.DataFrame(rows, columns=["tensor", "shape", "parameters"])
+
     # -- files -----------------------------------------------------------------
     @property
     def metrics(self) -> dict:
@@ -210,16 +225,19 @@ class Experiment:
         return plot_history(self.history, title=f"{self.label} (seed {self.seed})")
 
     def save(self) -> dict[str, Path]:
-        """Write the metrics JSON, the learning-curve PNG and the checkpoint, each atomically."""
+        """Write the metrics JSON, the learning-curve PNG and the checkpoint, each atomically.
+
+        Returns the paths written (no checkpoint for a run that diverged before any best state).
+        """
         import matplotlib.pyplot as plt
 
-        write_json(self.paths["metrics"], self.metrics)
+        written = {"metrics": write_json(self.paths["metrics"], self.metrics)}
         fig = self.plot()
-        save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
+        written["plot"] = save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
         plt.close(fig)
         if self.history.best_state is not None:
-            save_torch(self.checkpoint(), self.paths["checkpoint"])
-        return self.paths
+            written["checkpoint"] = save_torch(self.checkpoint(), self.paths["checkpoint"])
+        return written
 
     def run(self) -> dict:
         self.load_data()

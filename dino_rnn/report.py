@@ -77,7 +77,7 @@ def load_published(path=PUBLISHED_CSV) -> pd.DataFrame:
     df = pd.read_csv(path)
     back = {v: k for k, v in PUBLISHED_NAMES.items()}
     df["architecture"] = df["architecture"].map(back)
-    return df.set_index("architecture")
+    return df.set_index("architecture").astype({"learnable_parameters": int, "epochs": int, "hidden_size": int})
 
 
 def per_seed_frame(runs: list[dict]) -> pd.DataFrame:

@@ -132,7 +132,8 @@ def test_normalisation_is_reported(write_names):
     names, report = read_names(p)
     assert names == ["trex", "raptor", "trex", "raptor"]
     assert report.bom and report.crlf
-    assert (report.names, report.blank_lines, report.changed, report.duplicates) == (4, 1, 3, 2)
+    assert (report.names, report.blank_lines, report.duplicates) == (4, 1, 2)
+    assert (report.lowercased, report.whitespace) == (3, 2)
     text = str(report)
     assert "4 names" in text and "2 duplicates kept" in text and "byte-order mark removed" in text
 
