@@ -1,0 +1,514 @@
+"""The NumPy lab in the study: its two nets on Dino Names, and its aⁿbⁿ task measured.
+
+Two runs live here, both behind ``notebooks/05_numpy_rnn_lstm.ipynb``.
+
+Dino Names — :class:`NumpyExperiment`
+    The hand-written :class:`~dino_rnn.numpy_nets.NumpyRNN` and
+    :class:`~dino_rnn.numpy_nets.NumpyLSTM` trained exactly as the PyTorch notebooks train
+    theirs (:mod:`dino_rnn.train`): the same seeded split, AdamW (lr 4e-4, weight decay
+    0.01, PyTorch's semantics — here in NumPy), one step per name in the same order every
+    epoch, mean cross-entropy, the best-validation state kept and its train / validation /
+    test losses reported. There is no dropout in the NumPy nets (and no gradient clipping,
+    as in the published protocol), so their "training loss" is measured on the same
+    network that is validated. It writes the same files in the same schema as
+    :class:`~dino_rnn.experiment.Experiment` (metrics JSON, learning-curve PNG), and a
+    ``.npz`` checkpoint instead of a ``.pt`` one::
+
+        metrics/numpy_rnn-seed{seed}.json      plots/numpy_rnn-seed{seed}.png
+        checkpoints/numpy_rnn-seed{seed}.npz   (and the same for numpy_lstm)
+
+    Sampling reuses :func:`dino_rnn.sample.sample_names` through :class:`TorchView`, a thin
+    adapter that gives a NumPy net the model interface ``logits, state = model(x, state)``.
+
+aⁿbⁿ — :func:`run_anbn`
+    The lab's task (:mod:`dino_rnn.anbn`) and its three models — NumPy RNN (SGD, lr 1e-3),
+    NumPy LSTM (SGD, lr 0.1), both with global-norm clipping at 0.25, and the PyTorch
+    LSTM twin (Adam, lr 3e-4) — plus, unless turned off, a control the lab did not have:
+    the NumPy LSTM trained with NumPy Adam at the twin's learning rate and without
+    clipping, which separates "PyTorch" from "Adam". For each model it records the
+    learning curves, the determined-position accuracy and the extrapolation to n = 12..20,
+    and writes::
+
+        anbn/anbn-seed{seed}.json   plots/anbn-seed{seed}.png
+
+:func:`anbn_section` turns every ``anbn/*.json`` into a Markdown section for the
+comparison report.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import anbn
+from . import params as P
+from .data import DataError, Vocab, make_pair
+from .experiment import Experiment
+from .files import atomic_path, save_figure, write_json
+from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
+from .train import History
+
+NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
+NUMPY_LABELS = {
+    "numpy_rnn": "NumPy RNN (hand-written BPTT)",
+    "numpy_lstm": "NumPy LSTM (hand-written BPTT)",
+}
+NETS = {"numpy_rnn": NumpyRNN, "numpy_lstm": NumpyLSTM}
+WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default, as in dino_rnn.train
+
+
+# ---------------------------------------------------------------------------
+# The adapter: a NumPy net behind the torch model interface
+# ---------------------------------------------------------------------------
+
+
+class TorchView:
+    """Lets :func:`dino_rnn.sample.generate` drive a NumPy net.
+
+    ``logits, state = view(x, state)`` with ``x`` one-hot rows (T, V) as a torch tensor:
+    the rows' argmax are the token indices the NumPy net reads; the logits come back as a
+    float64 CPU tensor and the state is the net's own (NumPy) state. ``eval()`` does
+    nothing (there is no dropout) and ``parameters()`` yields one empty CPU tensor, which
+    is how ``generate`` learns the device.
+    """
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x, state=None):
+        import torch
+
+        ids = x.argmax(dim=-1).cpu().numpy()
+        logits, state = self.net.forward(ids, state)
+        return torch.from_numpy(logits), state
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def parameters(self):
+        import torch
+
+        yield torch.empty(0)
+
+
+# ---------------------------------------------------------------------------
+# Dino Names
+# ---------------------------------------------------------------------------
+
+
+class NumpyExperiment(Experiment):
+    """:class:`~dino_rnn.experiment.Experiment` for the NumPy nets: same protocol, same files.
+
+    ``DEVICE`` is accepted and checked like everywhere else, but NumPy runs on the CPU and
+    the metrics say ``"cpu"``.
+    """
+
+    architectures = NUMPY_ARCHITECTURES
+
+    def __init__(self, arch: str, **kwargs):
+        super().__init__(arch, **kwargs)
+        if self.num_layers != 1:
+            raise P.ParameterError(f"NUM_LAYERS must be 1 for the NumPy nets, not {self.num_layers!r}")
+        self.paths["checkpoint"] = self.paths["checkpoint"].with_suffix(".npz")
+        self.net = None
+
+    @property
+    def label(self) -> str:
+        return NUMPY_LABELS[self.arch]
+
+    def load_data(self):
+        report = super().load_data()
+        self.train_pairs = self._pairs(self.train_set)
+        self.valid_pairs = self._pairs(self.valid_set)
+        self.test_pairs = self._pairs(self.test_set)
+        return report
+
+    def _pairs(self, examples):
+        return [tuple(np.asarray(a, dtype=np.intp) for a in make_pair(e.name, self.vocab)) for e in examples]
+
+    def make_model(self):
+        return NETS[self.arch](len(self.vocab), self.hidden, seed=self.seed)
+
+    def build(self):
+        """The seeded NumPy net; ``exp.model`` is its :class:`TorchView` for sampling."""
+        self.device = "cpu"
+        self.net = self.make_model()
+        self.model = TorchView(self.net)
+        self.n_params = self.net.n_params
+        return self.net
+
+    def evaluate(self, pairs) -> float:
+        """Mean over names of each name's mean cross-entropy."""
+        return sum(self.net.loss(x, y) for x, y in pairs) / len(pairs)
+
+    def train(self) -> History:
+        """The published protocol in NumPy; the net ends holding its best-validation state."""
+        from tqdm.auto import tqdm
+
+        net = self.net
+        opt = AdamW(net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
+        hist = History()
+        best = math.inf
+        bar = tqdm(range(1, self.epochs + 1), desc=self.label, unit="epoch", disable=not self.progress, mininterval=1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for epoch in bar:
+                t0 = time.perf_counter()
+                total = 0.0
+                for x, y in self.train_pairs:
+                    loss, grads = net.loss_and_grads(x, y)
+                    opt.step(grads)
+                    total += loss
+                tr = total / len(self.train_pairs)
+                va = self.evaluate(self.valid_pairs)
+                hist.seconds.append(time.perf_counter() - t0)
+                hist.train_loss.append(tr)
+                hist.valid_loss.append(va)
+                if not (math.isfinite(tr) and math.isfinite(va)):
+                    hist.status = "diverged"
+                    hist.message = (
+                        f"loss became {'NaN' if math.isnan(tr) or math.isnan(va) else 'infinite'} at epoch {epoch} "
+                        f"(train {tr}, validation {va}); try a smaller learning rate"
+                    )
+                    bar.close()
+                    break
+                if va < best:
+                    best, hist.best_epoch = va, epoch
+                    hist.best_state = net.get_state()
+                bar.set_postfix(train=f"{tr:.4f}", valid=f"{va:.4f}", best=hist.best_epoch)
+            if hist.best_state is not None:
+                net.set_state(hist.best_state)
+                hist.test_loss = self.evaluate(self.test_pairs)
+        self.history = hist
+        return hist
+
+    @property
+    def metrics(self) -> dict:
+        m = super().metrics
+        m["versions"]["numpy"] = np.__version__
+        return m
+
+    def checkpoint(self) -> dict:
+        return {
+            "arch": np.array(self.arch),
+            "vocab": np.array(self.vocab.itos),
+            "hidden": np.array(self.hidden),
+            "seed": np.array(self.seed),
+            **{f"param/{k}": v for k, v in self.net.params.items()},
+        }
+
+    def plot(self):
+        fig = super().plot()
+        ax = fig.axes[0]
+        ax.lines[0].set_label("training (no dropout)")
+        ax.legend()
+        return fig
+
+    def save(self) -> dict[str, Path]:
+        """The metrics JSON, the learning-curve PNG and the ``.npz`` checkpoint, each atomically."""
+        import matplotlib.pyplot as plt
+
+        write_json(self.paths["metrics"], self.metrics)
+        fig = self.plot()
+        save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        if self.history.best_state is not None:
+            with atomic_path(self.paths["checkpoint"]) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **self.checkpoint())
+        return self.paths
+
+
+def load_numpy_checkpoint(path):
+    """A NumPy net and its vocabulary from a checkpoint written by :meth:`NumpyExperiment.save`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arch = str(z["arch"])
+            vocab = Vocab.from_symbols([str(s) for s in z["vocab"]])
+            net = NETS[arch](len(vocab), int(z["hidden"]), seed=int(z["seed"]))
+            net.set_state({k: z[f"param/{k}"] for k in net.params})
+    except FileNotFoundError:
+        raise DataError(f"checkpoint {path} does not exist; run the notebook to create it") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"checkpoint {path} is corrupt or not a NumPy-net checkpoint ({first}); delete it and re-run") from None
+    return net, vocab
+
+
+# ---------------------------------------------------------------------------
+# aⁿbⁿ
+# ---------------------------------------------------------------------------
+
+ANBN_DIR = "anbn"
+ANBN_ORDER = ("numpy_rnn", "numpy_lstm", "torch_lstm", "numpy_lstm_adam")
+ANBN_LABELS = {
+    "numpy_rnn": "NumPy RNN (SGD)",
+    "numpy_lstm": "NumPy LSTM (SGD)",
+    "torch_lstm": "PyTorch LSTM (Adam)",
+    "numpy_lstm_adam": "NumPy LSTM (NumPy Adam, control)",
+}
+
+
+def anbn_paths(results_dir, seed: int) -> dict[str, Path]:
+    r = Path(results_dir)
+    return {"json": r / ANBN_DIR / f"anbn-seed{seed}.json", "plot": r / "plots" / f"anbn-seed{seed}.png"}
+
+
+def run_anbn(
+    *,
+    seed: int = 0,
+    epochs: int = 200,
+    hidden: int = 50,
+    rnn_lr: float = 1e-3,
+    lstm_lr: float = 0.1,
+    torch_lr: float = 3e-4,
+    clip: float = 0.25,
+    adam_control: bool = True,
+    data_seed: int = anbn.DATA_SEED,
+    results_dir="results",
+    progress: bool = True,
+    extrapolate=anbn.EXTRAPOLATE,
+) -> dict:
+    """Train the lab's models on aⁿbⁿ, measure them, write the JSON and the overlay plot.
+
+    Every model starts from ``seed``; the data always come from ``data_seed`` (the lab's
+    42), so seeds vary the initialisation only. Losses are the *final* epoch's (the lab
+    has no early stopping); accuracy and extrapolation are measured on the final model.
+    Returns the JSON's content (``result["models"][key]`` per model).
+    """
+    seed = P.seed(seed)
+    epochs = P.positive_int("ANBN_EPOCHS", epochs)
+    hidden = P.positive_int("ANBN_HIDDEN", hidden)
+    rnn_lr = P.positive_float("ANBN_RNN_LR", rnn_lr)
+    lstm_lr = P.positive_float("ANBN_LSTM_LR", lstm_lr)
+    torch_lr = P.positive_float("ANBN_TORCH_LR", torch_lr)
+    clip = P.positive_float("ANBN_CLIP", clip)
+    data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
+    results_dir = P.output_dir(results_dir)
+
+    train, valid, test = anbn.split(anbn.generate(anbn.N_SEQUENCES, data_seed))
+    V = len(anbn.TOKENS)
+    specs = [
+        ("numpy_rnn", lambda: NumpyRNN(V, hidden, seed=seed), lambda n: SGD(n.params, rnn_lr), clip, f"SGD lr {rnn_lr:g}, clip {clip:g}"),
+        ("numpy_lstm", lambda: NumpyLSTM(V, hidden, seed=seed), lambda n: SGD(n.params, lstm_lr), clip, f"SGD lr {lstm_lr:g}, clip {clip:g}"),
+        ("torch_lstm", None, None, None, f"Adam lr {torch_lr:g} (torch.optim.Adam), no clipping"),
+    ]
+    if adam_control:
+        specs.append(
+            ("numpy_lstm_adam", lambda: NumpyLSTM(V, hidden, seed=seed), lambda n: AdamW(n.params, torch_lr, weight_decay=0.0), None, f"NumPy Adam lr {torch_lr:g}, no clipping")
+        )
+
+    models = {}
+    for key, make, make_opt, clip_at, opt_text in specs:
+        t0 = time.perf_counter()
+        if key == "torch_lstm":
+            net = anbn.make_torch_twin(V, hidden, seed)
+            n_params = sum(p.numel() for p in net.parameters())
+            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key])
+            fn = anbn.torch_logits_fn(net)
+        else:
+            net = make()
+            n_params = net.n_params
+            with np.errstate(over="ignore", invalid="ignore"):
+                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key])
+            fn = anbn.numpy_logits_fn(net)
+        train_seconds = time.perf_counter() - t0
+        models[key] = _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate)
+
+    result = {
+        "task": {
+            "name": "a^n b^n EOS",
+            "tokens": list(anbn.TOKENS),
+            "n_range": [anbn.N_MIN, anbn.N_MAX],
+            "sequences": anbn.N_SEQUENCES,
+            "data_seed": data_seed,
+            "train": len(train),
+            "valid": len(valid),
+            "test": len(test),
+            "extrapolate": [int(n) for n in extrapolate],
+            "always_b_accuracy": {"train": anbn.always_b_accuracy(train.sequences), "valid": anbn.always_b_accuracy(valid.sequences), "test": anbn.always_b_accuracy(test.sequences)},
+        },
+        "parameters": {
+            "seed": seed,
+            "epochs": epochs,
+            "hidden_size": hidden,
+            "rnn_lr": rnn_lr,
+            "lstm_lr": lstm_lr,
+            "torch_lr": torch_lr,
+            "clip": clip,
+            "adam_control": bool(adam_control),
+        },
+        "models": models,
+        "versions": _versions(),
+    }
+    paths = anbn_paths(results_dir, seed)
+    write_json(paths["json"], result)
+    import matplotlib.pyplot as plt
+
+    fig = plot_anbn(result)
+    save_figure(fig, paths["plot"], dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return result
+
+
+def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate) -> dict:
+    ok = curves.status == "ok"
+    rows = anbn.extrapolation(fn, extrapolate) if ok else []
+    in_range = anbn.extrapolation(fn, range(anbn.N_MIN, anbn.N_MAX + 1)) if ok else []
+    test_loss = math.nan
+    if ok:
+        test_loss = float(np.mean([_ce(fn(x), y) for x, y in test.pairs]))
+    return {
+        "label": ANBN_LABELS[key],
+        "learnable_parameters": int(n_params),
+        "optimizer": opt_text,
+        "status": curves.status,
+        "message": curves.message,
+        "history": {"train_loss": curves.train_loss, "valid_loss": curves.valid_loss, "seconds": curves.seconds},
+        "final_train_loss": curves.train_loss[-1] if curves.train_loss else math.nan,
+        "final_valid_loss": curves.valid_loss[-1] if curves.valid_loss else math.nan,
+        "test_loss": test_loss,
+        "determined": {name: anbn.determined_accuracy(fn, s.sequences) for name, s in (("train", train), ("valid", valid), ("test", test))} if ok else None,
+        "in_range_exact": sum(r["exact"] for r in in_range),
+        "in_range": in_range,
+        "extrapolation": rows,
+        "extrapolated": sum(r["exact"] for r in rows),
+        "largest_n": anbn.largest_exact(rows, extrapolate[0]) if rows else None,
+        "seconds": train_seconds,
+        "seconds_per_epoch": float(np.median(curves.seconds)) if curves.seconds else math.nan,
+    }
+
+
+def _ce(logits, targets) -> float:
+    from .numpy_nets import cross_entropy
+
+    return cross_entropy(np.asarray(logits, dtype=np.float64), targets)
+
+
+def _versions() -> dict:
+    import torch
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
+
+
+def plot_anbn(result: dict):
+    """Training and validation loss per epoch of every aⁿbⁿ model, overlaid (two panels)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for i, key in enumerate(k for k in ANBN_ORDER if k in result["models"]):
+        m = result["models"][key]
+        for ax, curve in zip(axes, ("train_loss", "valid_loss")):
+            y = m["history"][curve]
+            ax.plot(np.arange(1, len(y) + 1), y, color=f"C{i}", ls="--" if key.endswith("_adam") else "-", label=f"{m['label']} ({m['learnable_parameters']} params)")
+    for ax, title in zip(axes, ("training loss (mean over the epoch)", "validation loss")):
+        ax.set(xlabel="epoch", title=title)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("cross-entropy (nats / token)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"aⁿbⁿ, seed {result['parameters']['seed']}: the lab's three models" + (" and the Adam control" if "numpy_lstm_adam" in result["models"] else ""))
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# The report section
+# ---------------------------------------------------------------------------
+
+
+def load_anbn(results_dir) -> list[dict]:
+    """Every ``anbn/*.json`` under ``results_dir``, by seed."""
+    runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in sorted(glob.glob(str(Path(results_dir) / ANBN_DIR / "*.json")))]
+    return sorted(runs, key=lambda r: r["parameters"]["seed"])
+
+
+def _pm(values, digits: int = 4, pct: bool = False) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "—"
+    f = (lambda x: f"{100 * x:.{max(digits - 3, 0)}f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    if len(v) == 1:
+        return str(v[0]) if isinstance(v[0], int) and not pct else f(v[0])
+    return f"{f(float(np.mean(v)))} ± {f(float(np.std(v, ddof=1)))}"
+
+
+def anbn_table(runs: list[dict]) -> str:
+    """The aⁿbⁿ table in Markdown: one row per model, mean ± std over seeds."""
+    import pandas as pd
+
+    rows = []
+    keys = [k for k in ANBN_ORDER if any(k in r["models"] for r in runs)]
+    keys += sorted({k for r in runs for k in r["models"]} - set(keys))
+    for key in keys:
+        ms = [r["models"][key] for r in runs if key in r["models"]]
+        ok = [m for m in ms if m["status"] == "ok"]
+        largest = [m["largest_n"] for m in ok]
+        rows.append(
+            {
+                "Model": ms[0]["label"],
+                "Parameters": str(ms[0]["learnable_parameters"]),
+                "Optimiser": ms[0].get("optimizer", ""),
+                "Seeds": f"{len(ok)}" + (f" (+{len(ms) - len(ok)} diverged)" if len(ms) > len(ok) else ""),
+                "Final train loss": _pm([m["final_train_loss"] for m in ok]),
+                "Final valid loss": _pm([m["final_valid_loss"] for m in ok]),
+                "Determined-position accuracy (test)": _pm([m["determined"]["test"]["accuracy"] for m in ok], 4, pct=True),
+                "Test sequences all right": _pm([m["determined"]["test"]["sequences_all_right"] for m in ok], 3, pct=True),
+                "n = 1..11 exact (of 11)": _pm([m["in_range_exact"] for m in ok], 1),
+                "Largest n exact (12..20)": ", ".join("none" if n is None else str(n) for n in largest) or "—",
+                "Seconds": _pm([m["seconds"] for m in ms], 1),
+            }
+        )
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def anbn_section(results_dir) -> str | None:
+    """A Markdown section ``## aⁿbⁿ: the NumPy lab`` from ``anbn/*.json``; None if there are none."""
+    runs = load_anbn(results_dir)
+    if not runs:
+        return None
+    seeds = [r["parameters"]["seed"] for r in runs]
+    p, t = runs[0]["parameters"], runs[0]["task"]
+    base = t.get("always_b_accuracy", {}).get("test")
+    base_text = f" Always predicting b scores {100 * base:.1f}% on the test set; the rest is knowing where EOS goes." if base is not None else ""
+    lines = [
+        "## aⁿbⁿ: the NumPy lab",
+        "",
+        f"The lab's task: {t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]} "
+        f"(data seed {t['data_seed']}), split {t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, "
+        f"{p['epochs']} epochs, one step per sequence. Seeds {', '.join(map(str, seeds))} (the initialisation; the data are fixed). "
+        "Losses are the final epoch's (the lab has no early stopping), mean ± std over seeds.",
+        "",
+        "*Determined-position accuracy*: argmax predictions, with the true prefix fed, at the positions whose next "
+        "token is determined (every b after the first, and EOS), pooled over the test set." + base_text + " "
+        "*Test sequences all right*: the share of test sequences with every determined position right. "
+        "*n = 1..11 exact*: fed aⁿb, the model greedily emits exactly n−1 more b's and then EOS. "
+        "*Largest n exact*: the largest n such that every n′ from 12 to n (longer than any training sequence) is "
+        "completed exactly; one value per seed, \"none\" when n = 12 already fails.",
+        "",
+        anbn_table(runs),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+__all__ = [
+    "NumpyExperiment",
+    "TorchView",
+    "load_numpy_checkpoint",
+    "run_anbn",
+    "plot_anbn",
+    "load_anbn",
+    "anbn_table",
+    "anbn_section",
+    "NUMPY_LABELS",
+    "ANBN_LABELS",
+]
