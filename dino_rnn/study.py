@@ -297,9 +297,9 @@ def failures(results_dir) -> dict[str, str]:
     return {f"{j['notebook']} seed {j['seed']}": j["message"] for j in s["jobs"] if j["status"] == "failed"}
 
 
-def print_summary(result: StudyResult, stream=sys.stdout) -> None:
+def print_summary(result: StudyResult, stream=None) -> None:
     out = Path(result.out)
-    w = stream.write
+    w = (stream or sys.stdout).write
     w(f"\nstudy finished in {result.seconds:.0f} s: {len(result.jobs) - len(result.failed)} of {len(result.jobs)} notebooks ok\n")
     for j in result.failed:
         w(f"  {j.status}: {j.notebook} seed {j.seed}: {j.message}\n    executed notebook: {out / Path(j.output).relative_to(Path(j.output).parents[2])}\n")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim import optimizer as _optim_impl
 
 from .data import Example
 
@@ -72,18 +73,100 @@ def evaluate(model: nn.Module, examples: list[Example]) -> float:
     return total.item() / len(examples)
 
 
+class _FusedAdamW:
+    """``optimizer.step()`` for a plain fused ``torch.optim.AdamW``, minus its Python overhead.
+
+    Calls the same kernel (``torch._fused_adamw_``) with the optimizer's own state
+    tensors and hyper-parameters, exactly as ``AdamW.step`` does for a single CPU/GPU
+    float group, so the update is bit-for-bit the same and the optimizer's
+    ``state_dict`` stays valid. ``make`` returns ``None`` (use ``optimizer.step()``)
+    for anything else: other optimizers, several groups, amsgrad, maximize, hooks,
+    tensor hyper-parameters, mixed devices or dtypes.
+    """
+
+    def __init__(self, optimizer, params, group):
+        self.params = params
+        for p in params:
+            st = optimizer.state[p]
+            if len(st) == 0:  # lazy state, as AdamW's _init_group makes it for fused
+                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.exp_avgs = [optimizer.state[p]["exp_avg"] for p in params]
+        self.exp_avg_sqs = [optimizer.state[p]["exp_avg_sq"] for p in params]
+        # The step counts become views of one vector, so one add_ advances them all
+        # (``_foreach_add_`` over separate scalars costs more than the AdamW kernel).
+        self.step_buf = torch.stack([optimizer.state[p]["step"].detach() for p in params])
+        for k, p in enumerate(params):
+            optimizer.state[p]["step"] = self.step_buf[k]
+        self.steps = [optimizer.state[p]["step"] for p in params]
+        beta1, beta2 = group["betas"]
+        self.kw = dict(
+            amsgrad=False, lr=group["lr"], beta1=float(beta1), beta2=float(beta2),
+            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+            grad_scale=None, found_inf=None,
+        )
+
+    @classmethod
+    def make(cls, optimizer):
+        if type(optimizer) is not torch.optim.AdamW or len(optimizer.param_groups) != 1:
+            return None
+        group = optimizer.param_groups[0]
+        params = [p for p in group["params"] if p.requires_grad]
+        if (
+            not group.get("fused")
+            or group.get("amsgrad") or group.get("maximize") or group.get("capturable")
+            or group.get("differentiable") or not group.get("decoupled_weight_decay", True)
+            or any(torch.is_tensor(group[k]) for k in ("lr", "weight_decay", "eps"))
+            or any(torch.is_tensor(b) for b in group["betas"])
+            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+            or getattr(_optim_impl, "_global_optimizer_pre_hooks", None)
+            or getattr(_optim_impl, "_global_optimizer_post_hooks", None)
+            or len({(p.device, p.dtype) for p in params}) != 1
+            or any(p.dtype not in (torch.float32, torch.float64) for p in params)
+            or len(params) != len(group["params"])
+        ):
+            return None
+        return cls(optimizer, params, group)
+
+    def step(self) -> None:
+        self.step_buf.add_(1)
+        torch._fused_adamw_(
+            self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [],
+            self.steps, **self.kw,
+        )
+
+
 def train_epoch(model: nn.Module, examples: list[Example], optimizer: torch.optim.Optimizer) -> float:
-    """One pass, one optimizer step per name; returns the mean training loss (dropout on)."""
+    """One pass, one optimizer step per name; returns the mean training loss (dropout on).
+
+    Where the model provides ``loss_and_grad`` (every model of :mod:`dino_rnn.models`
+    at one layer), each step's gradient is computed by it, without building an autograd
+    graph; the numbers are autograd's up to float rounding (``tests/test_speed_semantics.py``).
+    """
     model.train()
-    losses = []
-    for e in examples:
-        logits, _ = model(e.x)
-        loss = F.cross_entropy(logits, e.y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.detach())
-    return torch.stack(losses).mean().item()
+    fast_grad = getattr(model, "loss_and_grad", None)
+    fast_step = _FusedAdamW.make(optimizer)
+    fast_total, slow_losses = 0.0, []
+    with torch.no_grad():
+        for e in examples:
+            loss = fast_grad(e.x, e.y) if fast_grad is not None else None
+            if loss is None:  # autograd
+                with torch.enable_grad():
+                    logits, _ = model(e.x)
+                    loss = F.cross_entropy(logits, e.y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                slow_losses.append(loss.detach())
+            else:
+                fast_total += loss
+            if fast_step is not None:
+                fast_step.step()
+            else:
+                optimizer.step()
+    if slow_losses:
+        fast_total += torch.stack(slow_losses).sum().item()
+    return fast_total / len(examples)
 
 
 @dataclass
