@@ -320,9 +320,9 @@ def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3
 def _torch_epochs(model, opt, tr_set, va_set, curves, epochs, progress, desc):
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
+    from .train import progress_bar
 
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress, mininterval=1.0):
+    for epoch in progress_bar(range(1, epochs + 1), desc=desc, disable=not progress):
         t0 = time.perf_counter()
         model.train()
         total = 0.0
@@ -341,12 +341,12 @@ def _torch_epochs(model, opt, tr_set, va_set, curves, epochs, progress, desc):
 
 def train_numpy(net, optimizer, train: Split, valid: Split, *, epochs: int, clip: float | None = 0.25, progress: bool = False, desc: str = "NumPy") -> Curves:
     """The lab's loop: per sequence, forward, hand-written backward, clip the global norm, step."""
-    from tqdm.auto import tqdm
+    from .train import progress_bar
 
     from .numpy_nets import clip_grad_norm
 
     curves = Curves()
-    for epoch in tqdm(range(1, epochs + 1), desc=desc, disable=not progress, mininterval=1.0):
+    for epoch in progress_bar(range(1, epochs + 1), desc=desc, disable=not progress):
         t0 = time.perf_counter()
         total = 0.0
         for x, y in train.pairs:

@@ -52,7 +52,7 @@ from .data import DataError, Vocab, make_pair
 from .experiment import Experiment
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
-from .train import History
+from .train import History, run_epochs
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
 NUMPY_LABELS = {
@@ -152,43 +152,29 @@ class NumpyExperiment(Experiment):
 
     def train(self) -> History:
         """The published protocol in NumPy; the net ends holding its best-validation state."""
-        from tqdm.auto import tqdm
-
         net = self.net
         opt = AdamW(net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
-        hist = History()
-        best = math.inf
-        bar = tqdm(range(1, self.epochs + 1), desc=self.label, unit="epoch", disable=not self.progress, mininterval=1.0)
+
+        def epoch() -> float:
+            total = 0.0
+            for x, y in self.train_pairs:
+                loss, grads = net.loss_and_grads(x, y)
+                opt.step(grads)
+                total += loss
+            return total / len(self.train_pairs)
+
         with np.errstate(over="ignore", invalid="ignore"):
-            for epoch in bar:
-                t0 = time.perf_counter()
-                total = 0.0
-                for x, y in self.train_pairs:
-                    loss, grads = net.loss_and_grads(x, y)
-                    opt.step(grads)
-                    total += loss
-                tr = total / len(self.train_pairs)
-                va = self.evaluate(self.valid_pairs)
-                hist.seconds.append(time.perf_counter() - t0)
-                hist.train_loss.append(tr)
-                hist.valid_loss.append(va)
-                if not (math.isfinite(tr) and math.isfinite(va)):
-                    hist.status = "diverged"
-                    hist.message = (
-                        f"loss became {'NaN' if math.isnan(tr) or math.isnan(va) else 'infinite'} at epoch {epoch} "
-                        f"(train {tr}, validation {va}); try a smaller learning rate"
-                    )
-                    bar.close()
-                    break
-                if va < best:
-                    best, hist.best_epoch = va, epoch
-                    hist.best_state = net.get_state()
-                bar.set_postfix(train=f"{tr:.4f}", valid=f"{va:.4f}", best=hist.best_epoch)
-            if hist.best_state is not None:
-                net.set_state(hist.best_state)
-                hist.test_loss = self.evaluate(self.test_pairs)
-        self.history = hist
-        return hist
+            self.history = run_epochs(
+                self.epochs,
+                epoch,
+                lambda: self.evaluate(self.valid_pairs),
+                net.get_state,
+                net.set_state,
+                lambda: self.evaluate(self.test_pairs),
+                progress=self.progress,
+                desc=self.label,
+            )
+        return self.history
 
     @property
     def metrics(self) -> dict:

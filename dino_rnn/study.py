@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import params as P
 from .data import read_names, split_names
 from .files import write_json, write_text
@@ -187,8 +189,6 @@ def run_study(
     log=print,
 ) -> StudyResult:
     """Run every notebook for every seed, then write the comparison. See the module docstring."""
-    from tqdm.auto import tqdm
-
     from .report import write_comparison
 
     out, epochs, seeds, max_names, data, jobs, report = check_inputs(out, epochs, seeds, max_names, data, jobs)
@@ -222,6 +222,9 @@ def run_study(
                 )
         for j in result.jobs:
             Path(j.output).parent.mkdir(parents=True, exist_ok=True)
+        # Longest first (as long as the previous run took), so no long notebook starts last.
+        cost = previous_seconds(out)
+        order = sorted(range(len(result.jobs)), key=lambda i: -cost.get(result.jobs[i].notebook, 0.0))
         log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {out}")
         # Workers inherit one intra-op thread each: the per-name work is too small to share.
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -230,8 +233,8 @@ def run_study(
         try:
             pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
             try:
-                futures = {pool.submit(_execute, j, str(NOTEBOOK_DIR)): i for i, j in enumerate(result.jobs)}
-                bar = tqdm(total=len(futures), desc="study", unit="notebook")
+                futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR)): i for i in order}
+                bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0)
                 for fut in as_completed(futures):
                     i = futures[fut]
                     job = result.jobs[i] = fut.result()
@@ -286,6 +289,20 @@ def _summary(result: StudyResult, epochs, seeds, max_names, data, jobs) -> dict:
             for j in result.jobs
         ],
     }
+
+
+def previous_seconds(results_dir) -> dict[str, float]:
+    """Each notebook's longest time in the run that last wrote ``results_dir`` (none: {})."""
+    f = Path(results_dir) / STUDY_JSON
+    try:
+        jobs = json.loads(f.read_text(encoding="utf-8"))["jobs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out: dict[str, float] = {}
+    for j in jobs:
+        if isinstance(j, dict) and isinstance(j.get("seconds"), (int, float)):
+            out[j["notebook"]] = max(out.get(j["notebook"], 0.0), float(j["seconds"]))
+    return out
 
 
 def failures(results_dir) -> dict[str, str]:

@@ -20,6 +20,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,10 +29,6 @@ from torch import nn
 from torch.optim import optimizer as _optim_impl
 
 from .data import Example
-
-
-class Diverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped."""
 
 
 def set_seed(seed: int) -> None:
@@ -195,6 +192,67 @@ class History:
         return float(np.median(self.seconds)) if self.seconds else math.nan
 
 
+def progress_bar(iterable, **kwargs):
+    """tqdm's notebook widget where ipywidgets is installed, else its text bar.
+
+    The text bar reads well in a terminal, in Jupyter and in papermill's executed notebooks
+    (nbconvert keeps each stream's last line); ``tqdm.auto`` without ipywidgets would warn.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
+    return tqdm(iterable, mininterval=1.0, **kwargs)
+
+
+def run_epochs(
+    epochs: int,
+    train_epoch: Callable[[], float],
+    validate: Callable[[], float],
+    snapshot: Callable[[], object],
+    restore: Callable[[object], object],
+    test: Callable[[], float],
+    *,
+    progress: bool = True,
+    desc: str = "training",
+) -> History:
+    """The epoch loop every trainer shares (PyTorch here, NumPy in :mod:`dino_rnn.lab`).
+
+    Each epoch: ``train_epoch()`` (returns the epoch's training loss), ``validate()``, the
+    seconds both took. A NaN or infinite loss stops training at once and marks the history
+    ``"diverged"``. The state with the lowest validation loss is kept (``snapshot()``),
+    put back at the end (``restore(state)``), and ``test()`` is measured on it.
+    """
+    hist = History()
+    best = math.inf
+    bar = progress_bar(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        tr = train_epoch()
+        va = validate()
+        hist.seconds.append(time.perf_counter() - t0)
+        hist.train_loss.append(tr)
+        hist.valid_loss.append(va)
+        if not (math.isfinite(tr) and math.isfinite(va)):
+            hist.status = "diverged"
+            hist.message = (
+                f"loss became {'NaN' if math.isnan(tr) or math.isnan(va) else 'infinite'} at epoch {epoch} "
+                f"(train {tr}, validation {va}); try a smaller learning rate"
+            )
+            break
+        if va < best:
+            best, hist.best_epoch = va, epoch
+            hist.best_state = snapshot()
+        bar.set_postfix(train=f"{tr:.4f}", valid=f"{va:.4f}", best=hist.best_epoch)
+    bar.close()
+    if hist.best_state is not None:
+        restore(hist.best_state)
+        hist.test_loss = test()
+    return hist
+
+
 def fit(
     model: nn.Module,
     train: list[Example],
@@ -213,36 +271,18 @@ def fit(
     ``None`` leaves torch's setting alone. Raises nothing on divergence: the history says
     ``status="diverged"`` and why, and training stops at that epoch.
     """
-    from tqdm.auto import tqdm
-
     if threads is not None:
         torch.set_num_threads(threads)
     device = next(model.parameters()).device
     train, valid, test = (to_device(s, device) for s in (train, valid, test))
     optimizer = make_optimizer(model, lr)
-    hist = History()
-    best = math.inf
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress, mininterval=1.0)
-    for epoch in bar:
-        t0 = time.perf_counter()
-        tr = train_epoch(model, train, optimizer)
-        va = evaluate(model, valid)
-        hist.seconds.append(time.perf_counter() - t0)
-        hist.train_loss.append(tr)
-        hist.valid_loss.append(va)
-        if not (math.isfinite(tr) and math.isfinite(va)):
-            hist.status = "diverged"
-            hist.message = (
-                f"loss became {'NaN' if math.isnan(tr) or math.isnan(va) else 'infinite'} at epoch {epoch} "
-                f"(train {tr}, validation {va}); try a smaller learning rate"
-            )
-            bar.close()
-            break
-        if va < best:
-            best, hist.best_epoch = va, epoch
-            hist.best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{tr:.4f}", valid=f"{va:.4f}", best=hist.best_epoch)
-    if hist.best_state is not None:
-        model.load_state_dict(hist.best_state)
-        hist.test_loss = evaluate(model, test)
-    return hist
+    return run_epochs(
+        epochs,
+        lambda: train_epoch(model, train, optimizer),
+        lambda: evaluate(model, valid),
+        lambda: copy.deepcopy(model.state_dict()),
+        model.load_state_dict,
+        lambda: evaluate(model, test),
+        progress=progress,
+        desc=desc,
+    )

@@ -101,3 +101,12 @@ def test_diverged_run_is_marked(tmp_path):
     m = json.loads(exp.paths["metrics"].read_text())
     assert m["status"] == "diverged" and "NaN" in m["message"] and m["best_epoch"] == 0
     assert not exp.paths["checkpoint"].exists()
+
+
+def test_result_files_are_readable_by_others(finished):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in finished.paths.values():
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask

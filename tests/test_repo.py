@@ -43,3 +43,25 @@ def test_dataset_is_not_committed():
     assert files, "run the tests from a git checkout"
     assert not [f for f in files if re.search(r"(^|/)dino_?names\.txt$", f, re.I)]
     assert "data/README.md" in files and "data/published_dino_names.csv" in files
+
+
+def _table(text: str) -> list[str]:
+    """The first Markdown table in ``text``."""
+    lines, started = [], False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            started = True
+            lines.append(line)
+        elif started:
+            break
+    return lines
+
+
+def test_readme_table_is_the_generated_one():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- comparison:start -->(.*?)<!-- comparison:end -->", readme, re.S)
+    assert block, "README.md must show the comparison table between its markers"
+    generated = (ROOT / "results" / "comparison.md").read_text(encoding="utf-8")
+    table = _table(generated)
+    assert len(table) == 2 + 6  # header, rule, six models
+    assert _table(block[1]) == table

@@ -67,6 +67,21 @@ def test_fast_gradient_declines_several_layers():
     assert model.loss_and_grad(_example(5, 0).x, _example(5, 0).y) is None
 
 
+def test_autograd_switch_gives_the_same_training(monkeypatch):
+    """DINO_RNN_AUTOGRAD=1 turns the written-out gradients off; an epoch agrees either way."""
+    names = [_example(T, seed=T) for T in (3, 9, 14, 6)]
+    losses = {}
+    for switch in ("0", "1"):
+        monkeypatch.setenv("DINO_RNN_AUTOGRAD", switch)
+        torch.manual_seed(0)
+        model = build_model("gru", V)
+        if switch == "1":
+            assert model.loss_and_grad(names[0].x, names[0].y) is None
+        torch.manual_seed(1)
+        losses[switch] = [train_epoch(model, names, make_optimizer(model, 1e-2)) for _ in range(3)]
+    assert losses["0"] == pytest.approx(losses["1"], abs=1e-5)
+
+
 def test_parameter_counts_unchanged():
     counts = {a: count_parameters(build_model(a, V)) for a in ARCHITECTURES}
     assert counts == {"scratch": 10856, "rnn": 7707, "lstm": 25563, "gru": 19611}

@@ -169,3 +169,17 @@ def test_stale_staging_of_a_dead_run_is_removed(tmp_path):
     live.mkdir()
     S.remove_stale(out)
     assert not dead.exists() and live.exists()
+
+
+def test_previous_run_orders_the_jobs_longest_first(tmp_path):
+    import json
+
+    (tmp_path / "study.json").write_text(json.dumps({"jobs": [
+        {"notebook": "01_a.ipynb", "seed": 0, "seconds": 20.0},
+        {"notebook": "05_b.ipynb", "seed": 0, "seconds": 130.0},
+        {"notebook": "05_b.ipynb", "seed": 1, "seconds": 140.0},
+    ]}))
+    assert S.previous_seconds(tmp_path) == {"01_a.ipynb": 20.0, "05_b.ipynb": 140.0}
+    (tmp_path / "study.json").write_text("{not json")
+    assert S.previous_seconds(tmp_path) == {}
+    assert S.previous_seconds(tmp_path / "none") == {}
