@@ -41,13 +41,13 @@ from .train import History, fit, resolve_device, set_seed
 METRICS, PLOTS, CHECKPOINTS = "metrics", "plots", "checkpoints"
 
 
-def result_paths(results_dir, arch: str, seed: int) -> dict[str, Path]:
+def result_paths(results_dir, arch: str, seed: int, checkpoint_suffix: str = ".pt") -> dict[str, Path]:
     """Where an experiment's metrics, plot and checkpoint go."""
     r, stem = Path(results_dir), f"{arch}-seed{seed}"
     return {
         "metrics": r / METRICS / f"{stem}.json",
         "plot": r / PLOTS / f"{stem}.png",
-        "checkpoint": r / CHECKPOINTS / f"{stem}.pt",
+        "checkpoint": r / CHECKPOINTS / f"{stem}{checkpoint_suffix}",
     }
 
 
@@ -55,6 +55,8 @@ class Experiment:
     """Train and document one architecture under the published protocol, for one seed."""
 
     architectures = ARCHITECTURES
+    checkpoint_suffix = ".pt"
+    train_label = "training (dropout on)"
 
     def __init__(
         self,
@@ -89,7 +91,7 @@ class Experiment:
         self.results_dir = P.output_dir(results_dir)
         self.data = data
         self.progress = progress
-        self.paths = result_paths(self.results_dir, self.arch, self.seed)
+        self.paths = result_paths(self.results_dir, self.arch, self.seed, self.checkpoint_suffix)
         self.model = None
         self.history: History | None = None
         self.samples: dict | None = None
@@ -222,7 +224,11 @@ class Experiment:
     def plot(self):
         from .report import plot_history
 
-        return plot_history(self.history, title=f"{self.label} (seed {self.seed})")
+        return plot_history(self.history, title=f"{self.label} (seed {self.seed})", train_label=self.train_label)
+
+    def write_checkpoint(self, path: Path) -> Path:
+        """The best state as a torch checkpoint (see :func:`load_checkpoint`)."""
+        return save_torch(self.checkpoint(), path)
 
     def save(self) -> dict[str, Path]:
         """Write the metrics JSON, the learning-curve PNG and the checkpoint, each atomically.
@@ -236,7 +242,7 @@ class Experiment:
         written["plot"] = save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
         plt.close(fig)
         if self.history.best_state is not None:
-            written["checkpoint"] = save_torch(self.checkpoint(), self.paths["checkpoint"])
+            written["checkpoint"] = self.write_checkpoint(self.paths["checkpoint"])
         return written
 
     def run(self) -> dict:

@@ -113,12 +113,13 @@ class NumpyExperiment(Experiment):
     """
 
     architectures = NUMPY_ARCHITECTURES
+    checkpoint_suffix = ".npz"
+    train_label = "training (no dropout)"
 
     def __init__(self, arch: str, **kwargs):
         super().__init__(arch, **kwargs)
         if self.num_layers != 1:
             raise P.ParameterError(f"NUM_LAYERS must be 1 for the NumPy nets, not {self.num_layers!r}")
-        self.paths["checkpoint"] = self.paths["checkpoint"].with_suffix(".npz")
         self.net = None
 
     @property
@@ -191,25 +192,11 @@ class NumpyExperiment(Experiment):
             **{f"param/{k}": v for k, v in self.net.params.items()},
         }
 
-    def plot(self):
-        fig = super().plot()
-        ax = fig.axes[0]
-        ax.lines[0].set_label("training (no dropout)")
-        ax.legend()
-        return fig
-
-    def save(self) -> dict[str, Path]:
-        """The metrics JSON, the learning-curve PNG and the ``.npz`` checkpoint, each atomically."""
-        import matplotlib.pyplot as plt
-
-        write_json(self.paths["metrics"], self.metrics)
-        fig = self.plot()
-        save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        if self.history.best_state is not None:
-            with atomic_path(self.paths["checkpoint"]) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **self.checkpoint())
-        return self.paths
+    def write_checkpoint(self, path: Path) -> Path:
+        """The best state as a ``.npz`` file (see :func:`load_numpy_checkpoint`)."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **self.checkpoint())
+        return Path(path)
 
 
 def load_numpy_checkpoint(path):

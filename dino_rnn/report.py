@@ -36,7 +36,7 @@ LOSSES = ("train_loss", "valid_loss", "test_loss")
 # ---------------------------------------------------------------------------
 
 
-def plot_history(history, title: str = "", ax=None):
+def plot_history(history, title: str = "", ax=None, train_label: str = "training (dropout on)"):
     """Training and validation loss per epoch, the best epoch marked. Returns the figure."""
     import matplotlib.pyplot as plt
 
@@ -45,7 +45,7 @@ def plot_history(history, title: str = "", ax=None):
     va = history.valid_loss if hasattr(history, "valid_loss") else history["valid_loss"]
     best = history.best_epoch if hasattr(history, "best_epoch") else history.get("best_epoch", 0)
     epochs = np.arange(1, len(tr) + 1)
-    ax.plot(epochs, tr, label="training (dropout on)")
+    ax.plot(epochs, tr, label=train_label)
     ax.plot(epochs, va, label="validation")
     if best:
         ax.axvline(best, color="grey", ls=":", lw=1)
