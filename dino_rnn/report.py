@@ -280,7 +280,8 @@ def plot_overlay(runs: list[dict], published: pd.DataFrame | None = None):
             ax.axhline(published.loc[arch, "validation_loss"], color=color, ls=":", lw=1)
     ax.set(xlabel="epoch", ylabel="validation cross-entropy", title="Validation loss per epoch (dotted: published best)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     return fig
 
 
@@ -307,7 +308,8 @@ def plot_by_model(runs: list[dict]):
     for ax in list(axes.flat)[len(archs) :]:
         ax.set_visible(False)
     axes.flat[0].set_ylabel("cross-entropy")
-    axes.flat[0].legend(fontsize=8)
+    if archs:
+        axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

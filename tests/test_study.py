@@ -183,3 +183,60 @@ def test_previous_run_orders_the_jobs_longest_first(tmp_path):
     (tmp_path / "study.json").write_text("{not json")
     assert S.previous_seconds(tmp_path) == {}
     assert S.previous_seconds(tmp_path / "none") == {}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"\n \n", "has only blank lines"),
+        (b"rex\n\xe9t\xe9\n", "line 2 is not valid UTF-8"),
+        (b"rex\x00\n", "line 1 contains a NUL byte"),
+        (b"t.rex\n", "contains '.', which marks the end of a name"),
+        (b"\n".join(b"n%d" % i for i in range(49)), "give at least 50 names"),
+    ],
+)
+def test_bad_names_file_via_cli(tmp_path, capsys, content, message):
+    out = tmp_path / "results"
+    before = previous_results(out)
+    bad = tmp_path / "names.txt"
+    bad.write_bytes(content)
+    assert main(["study", "--out", str(out), "--data", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("dino-rnn: error: ")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_checksum_mismatch_via_cli(tmp_path, capsys, monkeypatch):
+    from dino_rnn import data as D
+
+    monkeypatch.delenv("DINO_RNN_DATA", raising=False)
+    monkeypatch.setattr(D, "DEFAULT_FILE", tmp_path / "data" / "dino_names.txt")
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_bytes(b"\n".join(b"name%d" % i for i in range(60)))
+    monkeypatch.setenv("DINO_RNN_DATA_URL", wrong.as_uri())
+    out = tmp_path / "results"
+    before = previous_results(out)
+    assert main(["study", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and D.DATA_SHA256 in err and D.sha256_of(wrong) in err
+    assert not D.DEFAULT_FILE.exists()
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_diverged_model_is_marked_not_reported_as_a_result(tmp_path, notebook_dir, capsys):
+    import json
+
+    shutil.copy(REAL_NOTEBOOKS / "02_rnn.ipynb", notebook_dir)
+    shutil.copy(REAL_NOTEBOOKS / "comparison.ipynb", notebook_dir)
+    out = tmp_path / "results"
+    result = S.run_study(out, epochs=3, max_names=20, jobs=1, extra={"LR": 1e30})
+    assert not result.ok and not result.failed
+    assert len(result.diverged) == 1 and "nn.RNN seed 0: diverged: loss became NaN" in result.diverged[0]
+    m = json.loads((out / "metrics" / "rnn-seed0.json").read_text())
+    assert m["status"] == "diverged" and m["best_epoch"] == 0
+    md = (out / "comparison.md").read_text()
+    assert "## Runs that did not finish" in md and "nn.RNN, seed 0: diverged" in md
+    assert "| nn.RNN " in md and "| 0 (+1 failed)" in md
+    S.print_summary(result)
+    assert "diverged: nn.RNN seed 0" in capsys.readouterr().out
