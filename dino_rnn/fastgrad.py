@@ -12,7 +12,8 @@ It sets every parameter's ``.grad`` to what ``loss.backward()`` would give, up t
 rounding: ``tests/test_speed_semantics.py`` checks it against autograd for every model,
 several name lengths, train and eval mode. Where it does not apply (several layers, a
 GPU, another dtype) the functions return ``None`` and training uses autograd. Set
-``DINO_RNN_AUTOGRAD=1`` to train with autograd everywhere.
+``DINO_RNN_AUTOGRAD=1`` to train with autograd everywhere (it is read when a model
+takes its first step).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def scratch_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | No
     ``loss.backward()`` would give (up to float rounding) and returns the loss.
     ``None`` (nothing done) off the CPU: use autograd there.
     """
-    fast = _FastParams.of(model) if enabled() else None
+    fast = _FastParams.of(model)
     if fast is None:
         return None
     (wi2h, bi2h, wi2o, bi2o, wo2o, bo2o), grads = fast.params, fast.grads
@@ -71,7 +72,7 @@ def scratch_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | No
     o += bi2o
     z = ho @ wo2o.T
     z += bo2o
-    loss, dz = _head_loss_and_grad(model.dropout, z, yn)
+    loss, dz = _head_loss_and_grad(model.dropout, z, yn, fast)
     # backward
     gwo2o, gbo2o = grads[4], grads[5]
     np.matmul(dz.T, ho, out=gwo2o)
@@ -91,57 +92,116 @@ def scratch_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | No
     return loss
 
 
-@torch.no_grad()
 def recurrent_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | None:
     """Cross-entropy of one name and its exact gradient, without autograd.
 
-    The forward pass is the module's own (``model.rnn(x)`` from a zero state, then
-    the read-out and dropout); the gradient is back-propagation through time written
-    out for the one-layer cell, with the gates recomputed from the module's outputs
-    in whole-name matrix products. Sets every parameter's ``.grad`` to what
+    The forward pass is the module's own (the ATen op ``model.rnn(x)`` calls, from a
+    zero state, then the read-out and dropout); the gradient is back-propagation through
+    time written out for the one-layer cell, with the gates recomputed from the module's
+    outputs in whole-name matrix products. Sets every parameter's ``.grad`` to what
     ``loss.backward()`` would give (up to float rounding) and returns the loss.
     ``None`` (nothing done) where it does not apply (several layers, off the CPU):
     use autograd there.
     """
-    rnn = model.rnn
-    if (
-        model.num_layers != 1
-        or rnn.bidirectional
-        or not rnn.bias
-        or getattr(rnn, "proj_size", 0)
-        or (model.cell == "rnn" and rnn.nonlinearity != "tanh")
-    ):
-        return None
-    fast = _FastParams.of(model) if enabled() else None
+    fast = _FastParams.of(model)
     if fast is None:
         return None
-    out_t, _ = rnn(x)  # the module's forward, (T, H)
-    (w_ih, w_hh, b_ih, b_hh, w_fc, b_fc), grads = fast.params, fast.grads
-    out, xn = out_t.numpy(), x.numpy()
-    T, H = out.shape
-    z = out @ w_fc.T
-    z += b_fc
-    loss, dz = _head_loss_and_grad(model.dropout, z, y.numpy())
-    np.matmul(dz.T, out, out=grads[4])
-    np.sum(dz, axis=0, out=grads[5])
-    dout = dz @ w_fc  # d loss / d h_t through the read-out, (T, H)
-    h_prev = np.empty_like(out)
-    h_prev[0] = 0.0
-    h_prev[1:] = out[:-1]
-    if model.cell == "rnn":
-        dgi = dgh = _recurrence_backward(dout, w_hh, 1.0 - out * out)
-    elif model.cell == "gru":
-        dgi, dgh = _gru_backward(xn, h_prev, out, dout, w_ih, w_hh, b_ih, b_hh)
-    else:
-        dgi = dgh = _lstm_backward(xn, h_prev, dout, w_ih, w_hh, b_ih, b_hh)
-    np.matmul(dgi.T, xn, out=grads[0])
-    np.matmul(dgh.T, h_prev, out=grads[1])
-    np.sum(dgi, axis=0, out=grads[2])
-    if dgh is dgi:
-        grads[3][...] = grads[2]
-    else:
-        np.sum(dgh, axis=0, out=grads[3])
-    return loss
+    rec = fast.recurrent(model)
+    if rec is None:
+        return None
+    xn = x.numpy()
+    if xn.ndim != 2 or xn.dtype != np.float32 or xn.shape[1] != rec.input_size or not xn.shape[0]:
+        return None
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            return rec.loss_and_grad(model, fast, x, xn, y)
+    return rec.loss_and_grad(model, fast, x, xn, y)
+
+
+_CELL_TYPES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class _Recurrent:
+    """The per-model constants of :func:`recurrent_loss_and_grad`: the op, zero states, modules.
+
+    The forward is the call ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``'s ``forward`` makes for an
+    unbatched input with no initial state (``_VF.rnn_tanh`` / ``_VF.lstm`` / ``_VF.gru`` on
+    the input unsqueezed to a batch of one, zero initial states, the module's
+    ``_flat_weights``), without the module's Python wrapper around it.
+    """
+
+    def __init__(self, model, fast):
+        rnn = self.rnn = model.rnn
+        self.dropout = model.dropout
+        self.cell = model.cell
+        self.input_size, H = rnn.input_size, rnn.hidden_size
+        self.flat = list(fast.tensors[:4])
+        self.op = {"rnn": torch._VF.rnn_tanh, "gru": torch._VF.gru, "lstm": torch._VF.lstm}[self.cell]
+        zeros = torch.zeros(1, 1, H)
+        self.hx = (zeros, torch.zeros(1, 1, H)) if self.cell == "lstm" else zeros
+        self.batch_dim = 0 if rnn.batch_first else 1
+
+    @staticmethod
+    def make(model, fast) -> "_Recurrent | None":
+        rnn = getattr(model, "rnn", None)
+        if (
+            model.num_layers != 1
+            or type(rnn) is not _CELL_TYPES.get(getattr(model, "cell", None))
+            or rnn.num_layers != 1
+            or rnn.bidirectional
+            or not rnn.bias
+            or getattr(rnn, "proj_size", 0)
+            or (model.cell == "rnn" and rnn.nonlinearity != "tanh")
+            or len(fast.tensors) != 6
+            or any(a is not b for a, b in zip(rnn._flat_weights, fast.tensors[:4]))
+        ):
+            return None
+        return _Recurrent(model, fast)
+
+    def valid(self, model) -> bool:
+        flat = self.rnn._flat_weights
+        modules = model._modules  # (``model.rnn`` goes through ``nn.Module.__getattr__``: slow)
+        return (
+            modules.get("rnn") is self.rnn
+            and modules.get("dropout") is self.dropout
+            and flat[0] is self.flat[0] and flat[1] is self.flat[1]
+            and flat[2] is self.flat[2] and flat[3] is self.flat[3]
+        )
+
+    def loss_and_grad(self, model, fast, x, xn, y):
+        rnn = self.rnn
+        out_t = self.op(
+            x.unsqueeze(self.batch_dim), self.hx, rnn._flat_weights, True, 1, rnn.dropout,
+            rnn.training, False, rnn.batch_first,
+        )[0]
+        T = xn.shape[0]
+        out = out_t.numpy().reshape(T, -1)  # (T, H)
+        (w_ih, w_hh, b_ih, b_hh, w_fc, b_fc), grads = fast.params, fast.grads
+        z = out @ w_fc.T
+        z += b_fc
+        loss, dz = _head_loss_and_grad(self.dropout, z, y.numpy(), fast)
+        ones = _ONES[:T] if T <= _ONES.size else np.ones(T, dtype=np.float32)
+        np.matmul(dz.T, out, out=grads[4])
+        np.dot(ones, dz, out=grads[5])  # column sums
+        dout = dz @ w_fc  # d loss / d h_t through the read-out, (T, H)
+        h_prev = np.empty_like(out)
+        h_prev[0] = 0.0
+        h_prev[1:] = out[:-1]
+        cell = self.cell
+        if cell == "rnn":
+            dgi = dgh = _recurrence_backward(dout, w_hh, 1.0 - out * out)
+        elif cell == "gru":
+            dgi, dgh = _gru_backward(xn, h_prev, out, dout, w_ih, w_hh, b_ih, b_hh)
+        else:
+            dgi = dgh = _lstm_backward(xn, h_prev, dout, w_ih, w_hh, b_ih, b_hh)
+        np.matmul(dgi.T, xn, out=grads[0])
+        np.matmul(dgh.T, h_prev, out=grads[1])
+        np.dot(ones, dgi, out=grads[2])
+        if dgh is dgi:
+            np.copyto(grads[3], grads[2])
+        else:
+            np.dot(ones, dgh, out=grads[3])
+        return loss
 
 
 class _FastParams:
@@ -149,10 +209,11 @@ class _FastParams:
 
     Rebuilt when a parameter's storage or ``.grad`` was replaced (``zero_grad`` setting
     them to ``None``, ``load_state_dict`` with ``assign=True``, ...). ``of`` returns
-    ``None`` when the model is not a float32 CPU model.
+    ``None`` when the model is not a float32 CPU model, or when ``DINO_RNN_AUTOGRAD=1``
+    (read when they are built: set it before a model's first step).
     """
 
-    __slots__ = ("tensors", "ptrs", "params", "grad_tensors", "grads")
+    __slots__ = ("tensors", "ptrs", "params", "grad_tensors", "grads", "_recurrent", "_masks")
     _cache: "weakref.WeakKeyDictionary[nn.Module, _FastParams]" = weakref.WeakKeyDictionary()
 
     @staticmethod
@@ -160,6 +221,8 @@ class _FastParams:
         fast = _FastParams._cache.get(model)
         if fast is not None and fast.valid():
             return fast
+        if not enabled():  # read here, once per model (and again if its tensors change)
+            return None
         tensors = list(model.parameters())
         if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in tensors):
             return None
@@ -176,6 +239,23 @@ class _FastParams:
                 p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
         self.grad_tensors = [p.grad for p in tensors]
         self.grads = [g.numpy() for g in self.grad_tensors]
+        self._recurrent = None
+        self._masks = {}
+
+    def recurrent(self, model) -> "_Recurrent | None":
+        """The model's :class:`_Recurrent` (``None``: the written-out gradient does not apply)."""
+        rec = self._recurrent
+        if rec is None or not rec.valid(model):
+            rec = self._recurrent = _Recurrent.make(model, self)
+        return rec
+
+    def mask_buffer(self, shape) -> tuple[torch.Tensor, np.ndarray]:
+        """A float32 tensor of ``shape`` to draw dropout masks into, and its NumPy view (one per shape)."""
+        buf = self._masks.get(shape)
+        if buf is None:
+            t = torch.empty(shape, dtype=torch.float32)
+            buf = self._masks[shape] = (t, t.numpy())
+        return buf
 
     def valid(self) -> bool:
         for p, ptr, g in zip(self.tensors, self.ptrs, self.grad_tensors):
@@ -184,34 +264,61 @@ class _FastParams:
         return True
 
 
-def _head_loss_and_grad(dropout: nn.Dropout, z: np.ndarray, y: np.ndarray):
+def _head_loss_and_grad(dropout: nn.Dropout, z: np.ndarray, y: np.ndarray, fast: "_FastParams | None" = None):
     """Dropout (drawn as ``nn.Dropout`` draws it) + mean cross-entropy on logits ``z`` (T, V).
 
     Returns the loss and d loss / d ``z``. The mask comes from torch's generator exactly
     as ``torch.nn.functional.dropout`` draws it on the CPU (``bernoulli_(1 - p)`` on a
-    float32 tensor shaped like ``z``, divided by ``1 - p``), so seeded runs draw the
-    same masks as the autograd path.
+    float32 tensor shaped like ``z``, then scaled by ``1 / (1 - p)``: the 0/1 draw times
+    torch's float32 ``1 / (1 - p)``, the same numbers as its ``div_``), so seeded runs
+    draw the same masks as the autograd path. ``fast``: reuse its buffer for the draw.
     """
     T = z.shape[0]
     noise = None
     if dropout.training and dropout.p > 0:
         keep = 1.0 - dropout.p
-        noise = torch.empty(z.shape, dtype=torch.float32).bernoulli_(keep).div_(keep).numpy()
+        if fast is not None:
+            draw, drawn = fast.mask_buffer(z.shape)
+        else:
+            draw = torch.empty(z.shape, dtype=torch.float32)
+            drawn = draw.numpy()
+        draw.bernoulli_(keep)
+        noise = np.multiply(drawn, _inverse_keep(keep))
         z *= noise
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
-    rows = _ARANGE[:T] if T <= _ARANGE.size else np.arange(T)
-    loss = float(np.log(s).sum() - z[rows, y].sum()) / T
-    e /= s  # softmax
-    e[rows, y] -= 1.0
-    e *= 1.0 / T
+    flat = _row_offsets(T, z.shape[1]) + y  # z.flat[flat] = z[t, y[t]]
+    loss = float(np.log(s).sum() - z.take(flat).sum()) / T
+    s *= T
+    e /= s  # softmax / T
+    e.ravel()[flat] -= 1.0 / T
     if noise is not None:
         e *= noise
     return loss, e
 
 
-_ARANGE = np.arange(4096)
+_ONES = np.ones(4096, dtype=np.float32)
+_INVERSE_KEEP: dict = {}
+
+
+def _inverse_keep(keep: float) -> np.float32:
+    """``1 / keep`` as torch's float32 ``div_`` by the Python number ``keep`` gives it."""
+    c = _INVERSE_KEEP.get(keep)
+    if c is None:
+        c = _INVERSE_KEEP[keep] = np.float32(torch.ones((), dtype=torch.float32).div_(keep).item())
+    return c
+
+
+_ROW_OFFSETS: dict = {}
+
+
+def _row_offsets(T: int, V: int) -> np.ndarray:
+    """``[0, V, 2V, ...]`` (T entries), made once per shape."""
+    r = _ROW_OFFSETS.get((T, V))
+    if r is None:
+        r = _ROW_OFFSETS[(T, V)] = np.arange(T) * V
+    return r
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
@@ -286,49 +393,68 @@ def _gru_backward(x, h_prev, h, dout, w_ih, w_hh, b_ih, b_hh):
     return dgi.reshape(T, 3 * H), dgh2
 
 
+_GATE_SCALE = np.array([0.5, 0.5, 1.0, 0.5], dtype=np.float32).reshape(4, 1)
+_GATE_SHIFT = np.array([0.5, 0.5, 0.0, 0.5], dtype=np.float32).reshape(4, 1)
+_GATE_SCALE_SQ = _GATE_SCALE * _GATE_SCALE
+
+
 def _lstm_backward(x, h_prev, dout, w_ih, w_hh, b_ih, b_hh):
     """d loss / d gate pre-activations of ``nn.LSTM`` (gates i, f, g, o), (T, 4H).
 
     c_t = f * c_{t-1} + i * g, h_t = o * tanh(c_t); the gates are recomputed from the
     module's outputs and the cell state from them (the module does not return it).
+    The four gates in one ``tanh``: sigmoid(a) = 0.5 * tanh(a / 2) + 0.5 for i, f, o,
+    tanh for g; their derivatives are 0.25 * (1 - tanh(a / 2)^2) = s(1 - s) and 1 - g^2.
     """
     T, H = dout.shape
+    dt = dout.dtype
     pre = x @ w_ih.T
-    pre += h_prev @ w_hh.T
+    pre += np.dot(w_hh, np.ascontiguousarray(h_prev.T)).T  # (w_hh @ h_prev.T).T: BLAS's fast layout
     pre += b_ih
     pre += b_hh
-    pre = pre.reshape(T, 4, H)
-    act = _sigmoid(pre)
-    g = np.tanh(pre[:, 2])
-    i, f, o = act[:, 0], act[:, 1], act[:, 3]
+    th = pre.reshape(T, 4, H)
+    th *= _GATE_SCALE
+    np.tanh(th, out=th)
+    act = th * _GATE_SCALE
+    act += _GATE_SHIFT  # i, f, g, o
+    deriv = np.multiply(th, th, out=th)
+    np.subtract(1.0, deriv, out=deriv)
+    deriv *= _GATE_SCALE_SQ  # d act / d pre-activation
+    i, f, g, o = act[:, 0], act[:, 1], act[:, 2], act[:, 3]
     ig = i * g
-    c = np.empty((T + 1, H), dtype=dout.dtype)  # row 0: c_0 = 0, row t+1: c_t
-    c[0] = 0.0
-    for t in range(T):
-        ct = c[t + 1]
-        np.multiply(f[t], c[t], out=ct)
-        ct += ig[t]
-    c_prev, c = c[:-1], c[1:]
+    cs = np.empty((T + 1, H), dtype=dt)  # row 0: c_0 = 0, row t+1: c_t
+    cs[0] = 0.0
+    for f_t, ig_t, c_before, c_t in zip(f, ig, cs, cs[1:]):
+        np.multiply(f_t, c_before, out=c_t)
+        c_t += ig_t
+    c_prev, c = cs[:-1], cs[1:]
     tc = np.tanh(c)
-    sd = act * (1.0 - act)
-    a = o * (1.0 - tc * tc)  # d h_t / d c_t
-    p3 = np.empty((T, 3, H), dtype=dout.dtype)  # d c_t / d (i, f, g) pre-activations
-    np.multiply(g, sd[:, 0], out=p3[:, 0])
-    np.multiply(c_prev, sd[:, 1], out=p3[:, 1])
-    np.multiply(i, 1.0 - g * g, out=p3[:, 2])
-    po = tc * sd[:, 3]  # d h_t / d o pre-activation
-    d = np.empty((T, 4, H), dtype=dout.dtype)
-    d2 = d.reshape(T, 4 * H)
-    dh = dout[T - 1].copy()
-    dc = dh * a[T - 1]
-    tmp = np.empty(H, dtype=dout.dtype)
-    for t in range(T - 1, -1, -1):
-        np.multiply(p3[t], dc, out=d[t, :3])
-        np.multiply(po[t], dh, out=d[t, 3])
-        if t:
-            np.dot(d2[t], w_hh, out=dh)  # w_hh.T @ d pre_t
-            dh += dout[t - 1]
-            dc *= f[t]
-            np.multiply(dh, a[t - 1], out=tmp)
-            dc += tmp
-    return d2
+    a = np.multiply(tc, tc)
+    np.subtract(1.0, a, out=a)
+    a *= o  # d h_t / d c_t
+    # d pre-activation = P * [dc, dc, dc, dh] per step (c_t through i, f, g; h_t through o)
+    P = np.empty((T, 4, H), dtype=dt)
+    np.multiply(deriv[:, 0], g, out=P[:, 0])
+    np.multiply(deriv[:, 1], c_prev, out=P[:, 1])
+    np.multiply(deriv[:, 2], i, out=P[:, 2])
+    np.multiply(deriv[:, 3], tc, out=P[:, 3])
+    # going back from step t to t - 1: [dc, dc, dc, dh] * C[t] = [f_t dc_t (x3), a_{t-1} dh_{t-1}]
+    C = np.empty((T, 4, H), dtype=dt)
+    C[1:, :3] = f[1:, None]
+    C[1:, 3] = a[:-1]
+    d = np.empty((T, 4 * H), dtype=dt)
+    q = np.empty((4, H), dtype=dt)  # [dc_t, dc_t, dc_t, dh_t]
+    qc = np.empty((4, H), dtype=dt)
+    q_c, q_h, qc_c, qc_h = q[:3], q[3], qc[:3], qc[3]
+    q_h[...] = dout[T - 1]
+    np.multiply(q_h, a[T - 1], out=q_c)
+    q1, qc1 = q.reshape(4 * H), qc.reshape(4 * H)
+    P1, C1 = P.reshape(T, 4 * H), C.reshape(T, 4 * H)
+    for P_t, d_t, C_t, dout_before in zip(P1[:0:-1], d[:0:-1], C1[:0:-1], dout[-2::-1]):
+        np.multiply(P_t, q1, out=d_t)
+        np.dot(d_t, w_hh, out=q_h)  # w_hh.T @ d pre_t
+        q_h += dout_before
+        np.multiply(q1, C_t, out=qc1)
+        np.add(qc_c, qc_h, out=q_c)
+    np.multiply(P1[0], q1, out=d[0])
+    return d
