@@ -319,9 +319,8 @@ def plot_by_model(runs: list[dict]):
 # ---------------------------------------------------------------------------
 
 
-def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None, extra_sections=()) -> str:
-    published = load_published()
-    summary = summary_frame(runs, published)
+def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None, extra_sections=(), summary=None) -> str:
+    summary = summary_frame(runs, load_published()) if summary is None else summary
     labels = {m["architecture"]: m["label"] for m in runs}
     seeds = sorted({m["parameters"]["seed"] for m in runs})
     epochs = sorted({m["parameters"]["epochs"] for m in runs})
@@ -400,7 +399,7 @@ def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_
     extra_sections = default_sections(results_dir) if extra_sections is None else extra_sections
     published = load_published()
     summary = summary_frame(runs, published)
-    write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections))
+    write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections, summary))
     write_text(results_dir / "comparison.csv", summary.to_csv(index=False, float_format="%.6g"))
     write_text(results_dir / "per_seed.csv", per_seed_frame(runs).to_csv(index=False, float_format="%.6g"))
     for name, fig in (("validation_curves.png", plot_overlay(runs, published)), ("curves_by_model.png", plot_by_model(runs))):

@@ -200,9 +200,9 @@ def run_study(
     result = StudyResult(out=str(out))
     t0 = time.perf_counter()
     try:
+        notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
         for seed in seeds:
-            for nb in model_notebooks():
-                declared = declared_parameters(nb)
+            for nb, declared in notebooks.items():
                 base = {
                     "EPOCHS": epochs,
                     "SEED": seed,
