@@ -134,7 +134,6 @@ def test_type_errors_from_argparse_exit_2(capsys):
 
 def test_killed_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
     """A real SIGTERM to a running `dino-rnn study`: the staging folder goes, old results stay."""
-    import os
     import signal
     import subprocess
     import sys
