@@ -18,7 +18,8 @@ one-name AdamW steps, then the validation pass) of every architecture two ways:
 Each side runs in its own subprocess (``--worker``) so thread settings cannot leak
 between them and each reports its own peak memory (``ru_maxrss``). The two sides are
 interleaved (ours, reference, ours, reference, ...) and repeated; medians are reported.
-The report is written atomically to ``--out`` (default ``results/benchmark.md``).
+The report is printed; ``--out FILE`` also writes it atomically (the committed one is
+``results/benchmark.md``: ``dino-rnn bench --out results/benchmark.md`` refreshes it on purpose).
 """
 
 from __future__ import annotations
@@ -360,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved ours/reference process pairs per model (default 3)")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the study projection (default: CPUs)")
-    p.add_argument("--out", default="results/benchmark.md", help="report file (default results/benchmark.md)")
+    p.add_argument("--out", default=None,
+                   help="also write the report to this file (the committed one: results/benchmark.md)")
     p.add_argument("--data", default=None, help="names file (default: $DINO_RNN_DATA or the downloaded Dino Names)")
     p.add_argument("--worker", choices=("ours", "reference"), help=argparse.SUPPRESS)
     p.add_argument("--arch", choices=ARCHS, help=argparse.SUPPRESS)
@@ -400,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     concurrent, wall = _run_concurrently(args.archs, args.epochs_timed, args.data, args.jobs)
     report = build_report(rows, concurrent, wall, args, time.perf_counter() - t0)
-    write_atomic(Path(args.out), report)
+    if args.out:
+        write_atomic(Path(args.out), report)
     print(report)
     return 0
 

@@ -28,20 +28,30 @@ def _study_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds SEED)")
     p.add_argument("--max-names", type=int, default=None, help="train on the first N training names only (smoke runs)")
     p.add_argument("--data", default=None, help="a names file, one name per line (default: $DINO_RNN_DATA or Dino Names)")
-    p.add_argument("--out", default="results", help="results folder (default: results/)")
+    o = p.add_mutually_exclusive_group()
+    o.add_argument("--out", default=None,
+                   help="results folder (default: results/study); a study replaces only a folder it wrote")
+    o.add_argument("--reference", action="store_true",
+                   help="regenerate the committed reference in results/reference (default seeds 0-4)")
     p.add_argument("--jobs", type=int, default=None, help="notebooks run in parallel (default: number of cores)")
     p.add_argument("--smoke", action="store_true", help="a quick run with tiny parameters, to check everything works")
+    p.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
+                   help="fail a notebook whose cell runs longer than this (default 1800)")
     return p
 
 
 def study(args) -> int:
-    from .study import SMOKE, print_summary, run_study
+    from .study import CELL_TIMEOUT, SMOKE, print_summary, run_study
 
     epochs = args.epochs if args.epochs is not None else (SMOKE["epochs"] if args.smoke else 40)
     max_names = args.max_names if args.max_names is not None else (SMOKE["max_names"] if args.smoke else None)
-    seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else 0]
+    default_seeds = "0-4" if args.reference else 0
+    seeds = args.seeds if args.seeds is not None else [args.seed if args.seed is not None else default_seeds]
     result = run_study(
         args.out,
+        reference=args.reference,
+        cell_timeout=args.cell_timeout if args.cell_timeout is not None else CELL_TIMEOUT,
+        command=" ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["study"] else "dino-rnn study",
         epochs=epochs,
         seeds=seeds,
         max_names=max_names,
@@ -79,7 +89,8 @@ def main(argv=None) -> int:
         print(f"dino-rnn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dino-rnn: interrupted; the previous results in {args.out} are untouched", file=sys.stderr)
+        where = "results/reference" if args.reference else (args.out or "results/study")
+        print(f"dino-rnn: interrupted; the previous results in {where} are untouched", file=sys.stderr)
         return 130
     finally:
         if in_main:

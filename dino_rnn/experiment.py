@@ -21,18 +21,21 @@ seed, max_names, temperature, device, nonlinearity), ``data`` (path, sha256, nam
 vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
 three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
-temperature lists of {start, name, new}, and their ``new_share``), ``versions``.
+temperature lists of {start, name, new}, and their ``new_share``), ``versions``,
+``finished`` (UTC time the files were written; the report uses it to tell the newest runs).
 """
 
 from __future__ import annotations
 
 import platform
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from . import params as P
 from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
+from .resultsdir import NOTEBOOK_RESULTS
 from .files import save_figure, save_torch, write_json
 from .models import ARCHITECTURES, LABELS, build_model, count_parameters
 from .sample import new_share, sample_names
@@ -68,7 +71,7 @@ class Experiment:
         num_layers: int = 1,
         seed: int = 0,
         max_names: int | None = None,
-        results_dir="results",
+        results_dir=NOTEBOOK_RESULTS,
         device: str = "auto",
         data=None,
         temperature: float = 0.8,
@@ -95,6 +98,7 @@ class Experiment:
         self.model = None
         self.history: History | None = None
         self.samples: dict | None = None
+        self.finished: str | None = None
 
     @property
     def label(self) -> str:
@@ -209,6 +213,7 @@ class Experiment:
             "seconds_per_epoch": h.seconds_per_epoch,
             "samples": self.samples,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
+            "finished": self.finished,
         }
 
     def checkpoint(self) -> dict:
@@ -237,6 +242,7 @@ class Experiment:
         """
         import matplotlib.pyplot as plt
 
+        self.finished = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         written = {"metrics": write_json(self.paths["metrics"], self.metrics)}
         fig = self.plot()
         written["plot"] = save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")

@@ -50,6 +50,7 @@ from . import anbn
 from . import params as P
 from .data import DataError, Vocab, make_pair
 from .experiment import Experiment
+from .resultsdir import NOTEBOOK_RESULTS
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
 from .train import History, run_epochs
@@ -246,7 +247,7 @@ def run_anbn(
     clip: float = 0.25,
     adam_control: bool = True,
     data_seed: int = anbn.DATA_SEED,
-    results_dir="results",
+    results_dir=NOTEBOOK_RESULTS,
     progress: bool = True,
     extrapolate=anbn.EXTRAPOLATE,
 ) -> dict:

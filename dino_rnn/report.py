@@ -9,6 +9,12 @@ notebooks (one file per architecture and seed). ``write_comparison(results_dir)`
 - ``per_seed.csv``   – one row per architecture and seed;
 - ``validation_curves.png`` – every model's validation curve (mean, band over seeds);
 - ``curves_by_model.png``   – each model's training and validation curves.
+
+A row never blends runs of different settings: where a folder holds runs of one model at
+several settings (a student tried ``EPOCHS=2``, say), the row takes the settings of the
+newest run and the report lists the others as left out, and why. Beside a user's runs the
+report shows the committed reference (``results/reference``) and says, seed by seed,
+whether the runs both have at the same settings give the same losses.
 """
 
 from __future__ import annotations
@@ -23,12 +29,18 @@ import pandas as pd
 
 from .data import DATA_DIR
 from .files import save_figure, write_text
+from .resultsdir import REFERENCE
 
 PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
 # The published table's row names, by our architecture names.
 PUBLISHED_NAMES = {"scratch": "rnn_from_scratch", "rnn": "vanilla_rnn", "lstm": "lstm", "gru": "gru"}
 ORDER = ["scratch", "rnn", "lstm", "gru", "numpy_rnn", "numpy_lstm"]
 LOSSES = ("train_loss", "valid_loss", "test_loss")
+# What makes two runs of one model comparable (the seed aside): a row holds one setting only.
+SETTINGS = ("epochs", "lr", "hidden_size", "num_layers", "max_names", "nonlinearity", "temperature")
+# Seed-by-seed agreement with the reference: losses within this are "the same".
+MATCH_TOLERANCE = 1e-6
+STUDY_JSON = "study.json"
 
 
 # ---------------------------------------------------------------------------
@@ -78,6 +90,75 @@ def load_published(path=PUBLISHED_CSV) -> pd.DataFrame:
     back = {v: k for k, v in PUBLISHED_NAMES.items()}
     df["architecture"] = df["architecture"].map(back)
     return df.set_index("architecture").astype({"learnable_parameters": int, "epochs": int, "hidden_size": int})
+
+
+def settings_of(m: dict) -> tuple:
+    """A run's settings, the seed aside: the model's hyper-parameters and the data file."""
+    p = m["parameters"]
+    return tuple((k, p.get(k)) for k in SETTINGS) + (("data", m.get("data", {}).get("sha256")),)
+
+
+def describe_settings(mine: tuple, theirs: tuple) -> str:
+    """How ``mine`` differs from ``theirs``: ``"epochs 2 (not 40), lr 0.01 (not 0.0004)"``."""
+    a, b = dict(mine), dict(theirs)
+    parts = []
+    for k in a:
+        if a[k] != b.get(k):
+            if k == "data":
+                parts.append(f"another names file (sha256 {str(a[k])[:12]}…)")
+            else:
+                parts.append(f"{k} {_show(k, a[k])} (not {_show(k, b.get(k))})")
+    return ", ".join(parts) or "the same settings"
+
+
+def _show(key: str, value) -> str:
+    return "all" if key == "max_names" and value is None else "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def select_runs(runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """Per model, the runs that share the newest run's settings; and why each other run was left out.
+
+    Runs without a ``finished`` time (older files) count as oldest; among those, the most
+    common settings win.
+    """
+    kept, left_out = [], []
+    for arch in sorted({m["architecture"] for m in runs}, key=_rank):
+        rs = [m for m in runs if m["architecture"] == arch]
+        counts: dict[tuple, int] = {}
+        for m in rs:
+            counts[settings_of(m)] = counts.get(settings_of(m), 0) + 1
+        newest = max(rs, key=lambda m: (m.get("finished") or "", counts[settings_of(m)]))
+        chosen = settings_of(newest)
+        for m in rs:
+            if settings_of(m) == chosen:
+                kept.append(m)
+            else:
+                left_out.append(
+                    f"{m['label']}, seed {m['parameters']['seed']}: left out — "
+                    f"{describe_settings(settings_of(m), chosen)}; the row holds the newest run's settings"
+                )
+    return kept, left_out
+
+
+def protocol_note(runs: list[dict], published: pd.DataFrame | None = None) -> str:
+    """How the runs' settings differ from the published protocol ("" when they do not)."""
+    pub_epochs = 40 if published is None or not len(published) else int(published["epochs"].iloc[0])
+    mine = {(m["parameters"].get("epochs"), m["parameters"].get("max_names")) for m in runs}
+    short = sorted(
+        describe_settings((("epochs", e), ("max_names", n)), (("epochs", pub_epochs), ("max_names", None)))
+        for e, n in mine
+        if (e, n) != (pub_epochs, None)
+    )
+    return "; ".join(short)
+
+
+def study_failures(results_dir) -> dict[str, str]:
+    """Failed notebooks of the study that wrote ``results_dir`` (from its ``study.json``)."""
+    f = Path(results_dir) / STUDY_JSON
+    if not f.exists():
+        return {}
+    s = json.loads(f.read_text(encoding="utf-8"))
+    return {f"{j['notebook']} seed {j['seed']}": j["message"] for j in s["jobs"] if j["status"] == "failed"}
 
 
 def per_seed_frame(runs: list[dict]) -> pd.DataFrame:
@@ -136,9 +217,12 @@ def paired_differences(runs: list[dict], loss: str = "test_loss") -> pd.DataFram
     """
     df = per_seed_frame(runs)
     df = df[df.status == "ok"].pivot_table(index="seed", columns="architecture", values=loss)
+    shared = {m["architecture"]: _protocol(m) for m in runs}
     rows = []
     archs = sorted(df.columns, key=_rank)
     for a, b in itertools.combinations(archs, 2):
+        if shared[a] != shared[b]:  # paired only under one protocol
+            continue
         pair = df[[a, b]].dropna()
         if len(pair) < 2:
             continue
@@ -157,6 +241,95 @@ def paired_differences(runs: list[dict], loss: str = "test_loss") -> pd.DataFram
             }
         )
     return pd.DataFrame(rows)
+
+
+def _protocol(m: dict) -> tuple:
+    """The settings every model of one study shares (not the model-specific ones)."""
+    return tuple(kv for kv in settings_of(m) if kv[0] not in ("nonlinearity", "lr", "hidden_size"))
+
+
+# ---------------------------------------------------------------------------
+# Beside the committed reference
+# ---------------------------------------------------------------------------
+
+
+def reference_check(runs: list[dict], reference: list[dict]) -> list[dict]:
+    """For every run that the reference has too (same model and seed): same settings? same losses?
+
+    Returns one dict per such run: ``label``, ``seed``, ``status`` ("identical", "match" within
+    :data:`MATCH_TOLERANCE`, "differ", or "settings differ"), ``largest_difference`` and
+    ``detail``.
+    """
+    ref = {(m["architecture"], m["parameters"]["seed"]): m for m in reference}
+    out = []
+    for m in runs:
+        r = ref.get((m["architecture"], m["parameters"]["seed"]))
+        if r is None:
+            continue
+        row = {"architecture": m["architecture"], "label": m["label"], "seed": m["parameters"]["seed"]}
+        if settings_of(m) != settings_of(r):
+            row.update(status="settings differ", largest_difference=math.nan,
+                       detail=describe_settings(settings_of(m), settings_of(r)))
+        elif m["status"] != "ok" or r["status"] != "ok":
+            row.update(status="differ", largest_difference=math.nan, detail=f"status {m['status']} (reference {r['status']})")
+        else:
+            d = max(abs(m[k] - r[k]) for k in LOSSES)
+            status = "identical" if d == 0 else "match" if d <= MATCH_TOLERANCE else "differ"
+            row.update(status=status, largest_difference=d, detail=f"largest loss difference {d:.2g}")
+        out.append(row)
+    return out
+
+
+def reference_summary(check: list[dict]) -> str:
+    """One line: how many runs the reference has too, and whether their losses match."""
+    if not check:
+        return "no run here has a seed and model the committed reference has"
+    same = [c for c in check if c["status"] != "settings differ"]
+    seeds = sorted({c["seed"] for c in check})
+    where = f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+    if not same:
+        return f"{len(check)} run(s) share a seed with the committed reference ({where}) but not its settings ({check[0]['detail']}): nothing to compare"
+    ok = [c for c in same if c["status"] in ("identical", "match")]
+    worst = max((c["largest_difference"] for c in same if not math.isnan(c["largest_difference"])), default=math.nan)
+    line = f"{len(ok)} of {len(same)} run(s) at the reference's settings ({where}) match the committed reference"
+    line += f" (largest loss difference {worst:.2g})" if not math.isnan(worst) else ""
+    bad = [c for c in same if c["status"] not in ("identical", "match")]
+    if bad:
+        line += "; differ: " + ", ".join(f"{c['label']} seed {c['seed']} ({c['detail']})" for c in bad)
+    return line
+
+
+def reference_markdown(runs: list[dict], reference: list[dict], reference_dir) -> str:
+    """The section that puts a folder's runs beside the committed reference."""
+    ref_kept, _ = select_runs(reference)
+    ref_summary = summary_frame(ref_kept).set_index("architecture")
+    check = reference_check(runs, ref_kept)
+    rows = []
+    for arch in sorted({m["architecture"] for m in runs}, key=_rank):
+        mine = [m for m in runs if m["architecture"] == arch]
+        ok = [m for m in mine if m["status"] == "ok"]
+        tl = [m["test_loss"] for m in ok]
+        theirs = ref_summary.loc[arch] if arch in ref_summary.index else None
+        ref_run = next((m for m in ref_kept if m["architecture"] == arch), None)
+        checks = [c for c in check if c["architecture"] == arch]
+        rows.append({
+            "Model": mine[0]["label"],
+            "Here: seeds": ", ".join(str(m["parameters"]["seed"]) for m in mine),
+            "Here: settings": describe_settings(settings_of(mine[0]), settings_of(ref_run)) if ref_run else "—",
+            "Here: test loss": _pm(np.mean(tl) if tl else math.nan, np.std(tl, ddof=1) if len(tl) > 1 else math.nan),
+            "Reference: seeds": f"{int(theirs.seeds)}" if theirs is not None else "—",
+            "Reference: test loss": _pm(theirs.test_loss_mean, theirs.test_loss_std) if theirs is not None else "—",
+            "Same seed and settings": ", ".join(f"seed {c['seed']}: {c['status']}" for c in checks if c["status"] != "settings differ") or "—",
+        })
+    return "\n".join([
+        "## Beside the committed reference",
+        "",
+        f"The committed reference is `{Path(reference_dir).name}/` ({len(ref_kept)} runs). "
+        + reference_summary(check) + ".",
+        "",
+        pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True),
+        "",
+    ])
 
 
 # ---------------------------------------------------------------------------
@@ -319,7 +492,9 @@ def plot_by_model(runs: list[dict]):
 # ---------------------------------------------------------------------------
 
 
-def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None, extra_sections=(), summary=None) -> str:
+def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None, extra_sections=(), summary=None,
+                        left_out=()) -> str:
+    """The report as Markdown; ``runs`` are the selected runs (see :func:`select_runs`)."""
     summary = summary_frame(runs, load_published()) if summary is None else summary
     labels = {m["architecture"]: m["label"] for m in runs}
     seeds = sorted({m["parameters"]["seed"] for m in runs})
@@ -336,6 +511,13 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
         markdown_table(summary),
         "",
     ]
+    note = protocol_note(runs)
+    if note:
+        lines += [f"**Not the published protocol** ({note}): these numbers check that everything runs; "
+                  "they are not comparable with the published ones.", ""]
+    if left_out:
+        lines += ["## Runs left out", "", "Each row holds runs of one setting only.", ""]
+        lines += [f"- {why}" for why in left_out] + [""]
     bad = [m for m in runs if m["status"] != "ok"]
     if bad or failures:
         lines += ["## Runs that did not finish", ""]
@@ -381,25 +563,30 @@ def default_sections(results_dir) -> list[str]:
     return [s for s in [anbn_section(results_dir)] if s]
 
 
-def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_sections=None) -> pd.DataFrame:
-    """Write the comparison table, CSVs and plots for every metrics file under ``results_dir``.
+def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_sections=None,
+                     reference=REFERENCE) -> pd.DataFrame:
+    """Write the comparison table, CSVs and plots for the metrics files under ``results_dir``.
 
     ``failures`` defaults to the failed notebooks recorded by the study runner in
-    ``study.json``; ``extra_sections`` to :func:`default_sections`.
+    ``study.json``; ``extra_sections`` to :func:`default_sections`. ``reference``: the
+    committed reference to show the runs beside (``None``, or ``results_dir`` itself: none).
+    Only files inside ``results_dir`` are written.
     """
     import matplotlib.pyplot as plt
 
-    from .study import failures as study_failures
-
     results_dir = Path(results_dir)
-    runs = load_metrics(results_dir)
+    runs, left_out = select_runs(load_metrics(results_dir))
     if not runs:
         raise FileNotFoundError(f"no metrics under {results_dir / 'metrics'}; run the model notebooks first")
     failures = study_failures(results_dir) if failures is None else failures
-    extra_sections = default_sections(results_dir) if extra_sections is None else extra_sections
+    extra_sections = list(default_sections(results_dir) if extra_sections is None else extra_sections)
+    if reference is not None and Path(reference).resolve() != results_dir.resolve():
+        ref_runs = load_metrics(reference)
+        if ref_runs:
+            extra_sections.insert(0, reference_markdown(runs, ref_runs, reference))
     published = load_published()
     summary = summary_frame(runs, published)
-    write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections, summary))
+    write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections, summary, left_out))
     write_text(results_dir / "comparison.csv", summary.to_csv(index=False, float_format="%.6g"))
     write_text(results_dir / "per_seed.csv", per_seed_frame(runs).to_csv(index=False, float_format="%.6g"))
     for name, fig in (("validation_curves.png", plot_overlay(runs, published)), ("curves_by_model.png", plot_by_model(runs))):

@@ -5,17 +5,20 @@ parameters, in parallel worker processes (``jobs``). Executed notebooks are kept
 exported to HTML; the comparison table and plots are written from the metrics the
 notebooks wrote; ``comparison.ipynb`` runs last and becomes the report people open first.
 
-A run writes into its own staging folder inside ``out`` and moves its results into place
-only when it has finished, so the previous complete results stay readable throughout,
-and an interrupted run leaves them as they were. One failing notebook does not stop
-the others: it is kept with its traceback, the summary names it, the exit status is 1.
+Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.resultsdir`:
+by default ``results/study/`` (ignored by git), never the committed ``results/reference/``
+unless asked (``reference=True``); one study at a time per folder; a folder holding files
+no study wrote is refused; the new results replace the old in one atomic step, so a kill
+at any moment leaves the previous complete results or the new ones. One failing notebook
+does not stop the others: it is kept with its traceback, the summary names it, the exit
+status is 1. A notebook cell that runs longer than ``cell_timeout`` seconds fails its
+notebook the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -28,10 +31,14 @@ from tqdm import tqdm
 from . import params as P
 from .data import read_names, split_names
 from .files import write_json, write_text
+from .report import STUDY_JSON, load_metrics, reference_check, reference_summary, select_runs, write_comparison
+from .resultsdir import REFERENCE, STUDY, ResultsFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
-STUDY_JSON = "study.json"
+# A generous bound on one notebook cell (the longest, the aⁿbⁿ lab, takes ~2 minutes here):
+# a hung kernel fails its notebook instead of hanging the study.
+CELL_TIMEOUT = 1800
 # Smoke mode: small enough for CI, large enough that every code path runs.
 SMOKE = {"epochs": 1, "max_names": 40, "extra": {"ANBN_EPOCHS": 2}}
 
@@ -60,6 +67,9 @@ class StudyResult:
     seconds: float = 0.0
     report_error: str = ""
     diverged: list[str] = field(default_factory=list)
+    parameters: dict = field(default_factory=dict)  # epochs, seeds, max_names, data, jobs
+    reference: str = ""  # how the runs compare with the committed reference (one line)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Job]:
@@ -84,7 +94,7 @@ def export_html(notebook: Path, dest: Path) -> None:
     write_text(dest, body)
 
 
-def _execute(job: Job, cwd: str) -> Job:
+def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT) -> Job:
     """Run one notebook (in a worker process); never raises: the job records what happened."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -99,6 +109,7 @@ def _execute(job: Job, cwd: str) -> Job:
             kernel_name="python3",
             progress_bar=False,
             log_output=False,
+            execution_timeout=cell_timeout,
         )
         job.status = "ok"
     except PapermillExecutionError as e:
@@ -124,166 +135,159 @@ def diverged_runs(results_dir) -> list[str]:
     return out
 
 
-def remove_stale(out: Path) -> None:
-    """Remove the staging folders of earlier runs that were killed (their process is gone)."""
-    for d in [*out.glob(".staging-*"), *out.glob(".previous-.staging-*")]:
-        pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def promote(staging: Path, out: Path) -> None:
-    """Move a finished run's files from ``staging`` into ``out``.
-
-    Folders (metrics/, plots/, ...) are swapped whole, so results of an earlier run with
-    other seeds do not linger; files are replaced one by one, atomically. Files in ``out``
-    that this run does not produce (e.g. benchmark.md) are left alone.
-    """
-    previous = out / f".previous-{staging.name}"
-    previous.mkdir()
-    for entry in sorted(staging.iterdir()):
-        target = out / entry.name
-        if entry.is_dir():
-            if target.exists():
-                os.replace(target, previous / entry.name)
-            os.replace(entry, target)
-        else:
-            os.replace(entry, target)
-    shutil.rmtree(previous, ignore_errors=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def check_inputs(out, epochs, seeds, max_names, data, jobs):
+def check_inputs(out, epochs, seeds, max_names, data, jobs, reference=False, cell_timeout=CELL_TIMEOUT):
     """Every check that can fail, before any notebook starts. Returns the checked values."""
     epochs = P.positive_int("--epochs", epochs)
     seeds = P.parse_seeds(seeds)
     max_names = P.positive_int("--max-names", max_names, allow_none=True)
     jobs = P.positive_int("--jobs", jobs if jobs is not None else (os.cpu_count() or 1))
-    out = P.output_dir(out, "--out")
+    cell_timeout = P.positive_float("--cell-timeout", cell_timeout)
+    folder = ResultsFolder(REFERENCE if reference else (STUDY if out is None else out))
+    if not reference and folder.path == REFERENCE.resolve():
+        raise P.ParameterError(
+            f"{folder.path} holds the committed reference results; "
+            "to regenerate them on purpose, run dino-rnn study --reference"
+        )
+    if folder.path.exists() and os.path.ismount(folder.path):
+        raise P.ParameterError(f"--out {str(folder.path)!r} is a mount point; give a folder inside it")
     names, report = read_names(data)  # downloads Dino Names on first use; refuses bad files
     split_names(names, 0)  # refuses too few names
     if not model_notebooks():
         raise P.ParameterError(f"no notebooks found in {NOTEBOOK_DIR}; run dino-rnn from a clone of the project")
-    return out, epochs, seeds, max_names, data, jobs, report
+    return folder, epochs, seeds, max_names, data, jobs, cell_timeout, report
 
 
 def run_study(
-    out="results",
+    out=None,
     *,
+    reference: bool = False,
     epochs: int = 40,
     seeds=(0,),
     max_names: int | None = None,
     data=None,
     jobs: int | None = None,
     extra: dict | None = None,
+    cell_timeout: float = CELL_TIMEOUT,
+    command: str = "dino-rnn study",
     log=print,
 ) -> StudyResult:
-    """Run every notebook for every seed, then write the comparison. See the module docstring."""
-    from .report import write_comparison
+    """Run every notebook for every seed, then write the comparison. See the module docstring.
 
-    out, epochs, seeds, max_names, data, jobs, report = check_inputs(out, epochs, seeds, max_names, data, jobs)
+    ``out``: the results folder (default ``results/study``); ``reference=True`` writes the
+    committed reference (``results/reference``) instead.
+    """
+    folder, epochs, seeds, max_names, data, jobs, cell_timeout, report = check_inputs(
+        out, epochs, seeds, max_names, data, jobs, reference, cell_timeout)
     log(f"data: {report}")
     data_arg = str(Path(data).resolve()) if data is not None else None
-    remove_stale(out)
-    staging = out / f".staging-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    staging.mkdir()
-    result = StudyResult(out=str(out))
-    t0 = time.perf_counter()
-    try:
-        notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
-        for seed in seeds:
-            for nb, declared in notebooks.items():
-                base = {
-                    "EPOCHS": epochs,
-                    "SEED": seed,
-                    "MAX_NAMES": max_names,
-                    "RESULTS_DIR": str(staging.resolve()),
-                    "DATA": data_arg,
-                    **(extra or {}),
-                }
-                result.jobs.append(
-                    Job(
-                        notebook=nb.name,
-                        seed=seed,
-                        parameters={k: v for k, v in base.items() if k in declared},
-                        output=str(staging / "executed" / f"seed{seed}" / nb.name),
-                        html=str(staging / "html" / f"seed{seed}" / nb.with_suffix(".html").name),
-                    )
-                )
-        for j in result.jobs:
-            Path(j.output).parent.mkdir(parents=True, exist_ok=True)
-        # Longest first (as long as the previous run took), so no long notebook starts last.
-        cost = previous_seconds(out)
-        order = sorted(range(len(result.jobs)), key=lambda i: -cost.get(result.jobs[i].notebook, 0.0))
-        log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {out}")
-        # Workers inherit one intra-op thread each: the per-name work is too small to share.
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
+    with folder.lock(command):
+        folder.recover()  # what killed runs left beside the folder
+        folder.check_owned()  # before any work: never replace files a study did not write
+        staging = folder.new_staging()
+        result = StudyResult(out=str(folder.path), parameters={
+            "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg, "jobs": jobs})
         try:
-            pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
-            try:
-                futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR)): i for i in order}
-                bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0)
-                for fut in as_completed(futures):
-                    i = futures[fut]
-                    job = result.jobs[i] = fut.result()
-                    bar.update()
-                    mark = {"ok": "ok"}.get(job.status, job.status.upper())
-                    bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s){': ' + job.message if job.message else ''}")
-                bar.close()
-                pool.shutdown()
-            except BaseException:
-                # Interrupted or killed: stop the workers now rather than wait for their notebooks
-                # (their kernels notice their parent is gone and exit).
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+            _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log)
+            folder.promote(staging)
+        except BaseException:
+            folder.abandon(staging)
+            raise
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        result.seconds = time.perf_counter() - t0
-        result.diverged = diverged_runs(staging)
-        write_json(staging / STUDY_JSON, _summary(result, epochs, seeds, max_names, data_arg, jobs))
-        try:
-            write_comparison(staging)
-            comp = Job(COMPARISON, -1, {"RESULTS_DIR": str(staging.resolve())},
-                       str(staging / "executed" / COMPARISON), str(staging / "html" / "comparison.html"))
-            comp = _execute(comp, str(NOTEBOOK_DIR))
-            if comp.status != "ok":
-                result.report_error = f"{COMPARISON}: {comp.message}"
-        except Exception as e:
-            result.report_error = f"comparison: {type(e).__name__}: {e}".splitlines()[0]
-        result.seconds = time.perf_counter() - t0
-        write_json(staging / STUDY_JSON, _summary(result, epochs, seeds, max_names, data_arg, jobs))
-        promote(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            result.notes = folder.notes
     return result
 
 
-def _summary(result: StudyResult, epochs, seeds, max_names, data, jobs) -> dict:
+def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_timeout, reference, log) -> None:
+    """The notebooks into ``staging``, then the report; ``result`` records what happened."""
+    t0 = time.perf_counter()
+    seeds, jobs = result.parameters["seeds"], result.parameters["jobs"]
+    notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
+    for seed in seeds:
+        for nb, declared in notebooks.items():
+            base = {
+                "EPOCHS": result.parameters["epochs"],
+                "SEED": seed,
+                "MAX_NAMES": result.parameters["max_names"],
+                "RESULTS_DIR": str(staging),
+                "DATA": result.parameters["data"],
+                **(extra or {}),
+            }
+            result.jobs.append(
+                Job(
+                    notebook=nb.name,
+                    seed=seed,
+                    parameters={k: v for k, v in base.items() if k in declared},
+                    output=str(staging / "executed" / f"seed{seed}" / nb.name),
+                    html=str(staging / "html" / f"seed{seed}" / nb.with_suffix(".html").name),
+                )
+            )
+    for j in result.jobs:
+        Path(j.output).parent.mkdir(parents=True, exist_ok=True)
+    # Longest first (as long as the previous run took), so no long notebook starts last.
+    order = longest_first(result.jobs, previous_seconds(folder.path))
+    log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {folder.path}")
+    # Workers inherit one intra-op thread each: the per-name work is too small to share.
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+        try:
+            futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout): i for i in order}
+            bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0)
+            for fut in as_completed(futures):
+                i = futures[fut]
+                job = result.jobs[i] = fut.result()
+                bar.update()
+                mark = {"ok": "ok"}.get(job.status, job.status.upper())
+                bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s){': ' + job.message if job.message else ''}")
+            bar.close()
+            pool.shutdown()
+        except BaseException:
+            # Interrupted or killed: stop the workers now rather than wait for their notebooks
+            # (their kernels notice their parent is gone and exit).
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    result.seconds = time.perf_counter() - t0
+    result.diverged = diverged_runs(staging)
+    runs, _ = select_runs(load_metrics(staging))
+    if reference is not None:
+        result.reference = reference_summary(reference_check(runs, load_metrics(reference)))
+    write_json(staging / STUDY_JSON, _summary(result))
+    try:
+        write_comparison(staging, reference=reference)
+        params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
+        comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON), str(staging / "html" / "comparison.html"))
+        comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout)
+        if comp.status != "ok":
+            result.report_error = f"{COMPARISON}: {comp.message}"
+    except Exception as e:
+        result.report_error = f"comparison: {type(e).__name__}: {e}".splitlines()[0]
+    result.seconds = time.perf_counter() - t0
+    write_json(staging / STUDY_JSON, _summary(result))
+
+
+def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:
+    """Job indices, the notebooks that took longest last time first (stable otherwise)."""
+    return sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i].notebook, 0.0))
+
+
+def _summary(result: StudyResult) -> dict:
     return {
-        "parameters": {"epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data, "jobs": jobs},
+        "parameters": result.parameters,
         "seconds": round(result.seconds, 1),
         "ok": result.ok,
         "report_error": result.report_error,
         "diverged": result.diverged,
+        "reference": result.reference,
         "jobs": [
             {k: v for k, v in asdict(j).items() if k in ("notebook", "seed", "status", "message", "seconds")}
             for j in result.jobs
@@ -305,15 +309,6 @@ def previous_seconds(results_dir) -> dict[str, float]:
     return out
 
 
-def failures(results_dir) -> dict[str, str]:
-    """Failed or diverged notebooks of the run that wrote ``results_dir`` (from study.json)."""
-    f = Path(results_dir) / STUDY_JSON
-    if not f.exists():
-        return {}
-    s = json.loads(f.read_text(encoding="utf-8"))
-    return {f"{j['notebook']} seed {j['seed']}": j["message"] for j in s["jobs"] if j["status"] == "failed"}
-
-
 def print_summary(result: StudyResult, stream=None) -> None:
     out = Path(result.out)
     w = (stream or sys.stdout).write
@@ -324,4 +319,8 @@ def print_summary(result: StudyResult, stream=None) -> None:
         w(f"  diverged: {d}\n")
     if result.report_error:
         w(f"  report: {result.report_error}\n")
+    for note in result.notes:
+        w(f"  note: {note}\n")
+    if result.reference:
+        w(f"  against the committed reference: {result.reference}\n")
     w(f"  table:   {out / 'comparison.md'}\n  report:  {out / 'html' / 'comparison.html'}\n")

@@ -1,6 +1,9 @@
 """Shared fixtures. The Dino Names file is resolved the way users get it: $DINO_RNN_DATA, or
 data/dino_names.txt downloaded (checksum-verified) from $DINO_RNN_DATA_URL on first use."""
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from dino_rnn.data import Vocab, load_names, resolve_data_path
@@ -31,3 +34,23 @@ def write_names(tmp_path):
         return p
 
     return write
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def committed(path: str) -> str:
+    """A file as committed (``git show HEAD:path``), not as the working tree has it.
+
+    Checks of what the repository holds (clean notebooks, the README's table) read this, so
+    they pass on a working tree where someone has run the notebooks or the study.
+    """
+    p = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, f"git show HEAD:{path} failed ({p.stderr.strip()}); run the tests from a git checkout"
+    return p.stdout
+
+
+def committed_files(pattern: str = "") -> list[str]:
+    p = subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 0, "run the tests from a git checkout"
+    return [f for f in p.stdout.splitlines() if f.startswith(pattern)]

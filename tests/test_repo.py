@@ -1,16 +1,17 @@
 """What the repository promises: two README commands, CI runs the test one, clean notebooks,
-no dataset committed, pinned torch."""
+no dataset committed, pinned torch, a lock file for the whole environment.
+
+These read what is committed (``git show HEAD:…``), not the working tree, so they hold on a
+clone where someone has run the notebooks or the study."""
 
 import json
 import re
-import subprocess
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT, committed, committed_files
 
 
 def readme_commands():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = committed("README.md")
     block = re.search(r"<!-- commands -->\s*```(?:bash|sh)?\n(.*?)```", text, re.S)
     assert block, "README.md must have its two commands in a fenced block after <!-- commands -->"
     return [line for line in block[1].splitlines() if line.strip() and not line.lstrip().startswith("#")]
@@ -19,30 +20,78 @@ def readme_commands():
 def test_readme_has_exactly_two_commands_and_ci_runs_the_test_one():
     study, test = readme_commands()
     assert "dino-rnn study" in study and "pytest" in test
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    ci = committed(".ci/run")
     assert test in ci.splitlines()
 
 
+def test_the_commands_install_from_the_lock_file_and_this_environment_matches_it():
+    """Every installed package is pinned in .ci/constraints.txt, at the version installed."""
+    from importlib.metadata import distributions
+
+    for command in readme_commands():
+        assert "-c .ci/constraints.txt" in command
+    pins = {}
+    for line in committed(".ci/constraints.txt").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.lower().replace("_", "-")] = version
+    assert pins["torch"] == "2.13.0" and pins["pytest"] and pins["filelock"]
+    unpinned, wrong = [], []
+    for d in distributions():
+        name = d.metadata["Name"].lower().replace("_", "-")
+        # the project itself, the venv's own tools, and the CUDA libraries torch pins for itself
+        if name in ("dino-rnn", "pip", "setuptools", "wheel") or name.startswith(("nvidia-", "cuda-")) or name == "triton":
+            continue
+        if name not in pins:
+            unpinned.append(name)
+        elif d.version.split("+")[0] != pins[name]:
+            wrong.append(f"{name} {d.version} (locked {pins[name]})")
+    assert not unpinned and not wrong, (unpinned, wrong)
+
+
 def test_torch_is_pinned():
-    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    pyproject = committed("pyproject.toml")
     assert '"torch==2.13.0"' in pyproject
 
 
 def test_committed_notebooks_have_no_outputs():
-    nbs = sorted((ROOT / "notebooks").glob("*.ipynb"))
-    assert len(nbs) >= 5
+    nbs = committed_files("notebooks/")
+    assert len([p for p in nbs if p.endswith(".ipynb")]) >= 5
     for p in nbs:
-        nb = json.loads(p.read_text(encoding="utf-8"))
+        if not p.endswith(".ipynb"):
+            continue
+        nb = json.loads(committed(p))
         for c in nb["cells"]:
             if c["cell_type"] == "code":
-                assert c["outputs"] == [] and c["execution_count"] is None, p.name
+                assert c["outputs"] == [] and c["execution_count"] is None, p
+
+
+def test_notebook_outputs_are_stripped_by_a_git_filter():
+    """nbstripout as a git filter keeps outputs out of commits (once `nbstripout --install` ran)."""
+    attributes = committed(".gitattributes")
+    assert re.search(r"^\*\.ipynb\s.*filter=nbstripout", attributes, re.M)
+    assert "nbstripout" in committed("pyproject.toml")
 
 
 def test_dataset_is_not_committed():
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    files = committed_files()
     assert files, "run the tests from a git checkout"
     assert not [f for f in files if re.search(r"(^|/)dino_?names\.txt$", f, re.I)]
     assert "data/README.md" in files and "data/published_dino_names.csv" in files
+
+
+def test_runs_write_only_ignored_folders():
+    """What a study or a notebook run by hand writes is ignored by git; the reference is not."""
+    import subprocess
+
+    probe = ["results/study/comparison.md", "results/notebooks/metrics/lstm-seed0.json",
+             "results/.study.dino-rnn/lock", "results/reference/html/comparison.html"]
+    p = subprocess.run(["git", "check-ignore", "--no-index", *probe], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(p.stdout.split()) == sorted(probe)
+    tracked = ["results/reference/comparison.md", "results/reference/.dino-rnn.json"]
+    p = subprocess.run(["git", "check-ignore", "--no-index", *tracked], cwd=ROOT, capture_output=True, text=True)
+    assert p.stdout == ""
+    assert set(tracked) <= set(committed_files("results/reference/"))
 
 
 def _table(text: str) -> list[str]:
@@ -58,10 +107,10 @@ def _table(text: str) -> list[str]:
 
 
 def test_readme_table_is_the_generated_one():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = committed("README.md")
     block = re.search(r"<!-- comparison:start -->(.*?)<!-- comparison:end -->", readme, re.S)
     assert block, "README.md must show the comparison table between its markers"
-    generated = (ROOT / "results" / "comparison.md").read_text(encoding="utf-8")
+    generated = committed("results/reference/comparison.md")
     table = _table(generated)
     assert len(table) == 2 + 6  # header, rule, six models
     assert _table(block[1]) == table

@@ -80,7 +80,7 @@ def test_failed_seed_is_left_out_and_reported(results):
 
 
 def test_written_comparison(results):
-    write_comparison(results, extra_sections=["## Extra\n\nadded"])
+    write_comparison(results, extra_sections=["## Extra\n\nadded"], reference=None)
     md = (results / "comparison.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| nn.")]
     assert len(table) == 3 + 3 + 3  # main table, three pairs, samples
@@ -100,3 +100,47 @@ def test_samples_summary(results):
     t = samples_table(load_metrics(results)).set_index("architecture")
     assert t.loc["rnn", "greedy_duplicates"] == 0.5 and t.loc["rnn", "sampled_mean_length"] == 3.0
     assert t.loc["rnn", "greedy_new"] == 0.5 and t.loc["rnn", "real_mean_length"] == 12.0
+
+
+# ---------------------------------------------------------------------------
+# Runs of different settings, and the committed reference beside a user's runs
+# ---------------------------------------------------------------------------
+
+
+def write_runs(folder, runs):
+    (folder / "metrics").mkdir(parents=True, exist_ok=True)
+    for i, m in enumerate(runs):
+        (folder / "metrics" / f"{m['architecture']}-{i}.json").write_text(json.dumps(m))
+
+
+def test_a_row_never_blends_runs_of_different_settings(tmp_path):
+    """A student re-ran the LSTM at 2 epochs on seed 0, beside three 3-epoch seeds."""
+    from dino_rnn.report import select_runs
+
+    student = {**metric("lstm", 0, 1.79), "parameters": {"seed": 0, "epochs": 2}, "finished": "2026-11-24T10:00:00"}
+    runs = [{**metric("lstm", s, t), "finished": "2026-11-20T09:00:00"} for s, t in enumerate(TEST["lstm"])]
+    kept, left_out = select_runs(runs + [student, metric("rnn", 0, 1.5)])
+    assert [(m["architecture"], m["parameters"]["epochs"]) for m in kept] == [("rnn", 3), ("lstm", 2)]
+    assert len(left_out) == 3 and all("epochs 3 (not 2)" in why for why in left_out)
+    write_runs(tmp_path, runs + [student])
+    write_comparison(tmp_path, reference=None)
+    md = (tmp_path / "comparison.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| nn.LSTM"))
+    assert "1.7900" in row and "±" not in row  # the 2-epoch run alone, not averaged with the others
+    assert "## Runs left out" in md and "nn.LSTM, seed 1: left out — epochs 3 (not 2)" in md
+
+
+def test_runs_beside_the_reference_say_whether_they_match(tmp_path):
+    ref, mine = tmp_path / "reference", tmp_path / "mine"
+    write_runs(ref, [metric(a, s, t) for a, ts in TEST.items() for s, t in enumerate(ts)])
+    same = metric("rnn", 0, TEST["rnn"][0])
+    moved = metric("lstm", 0, TEST["lstm"][0] + 0.01)
+    write_runs(mine, [same, moved])
+    write_comparison(mine, reference=ref)
+    md = (mine / "comparison.md").read_text()
+    assert "## Beside the committed reference" in md
+    assert "1 of 2 run(s) at the reference's settings (seed 0) match the committed reference" in md
+    assert "differ: nn.LSTM seed 0 (largest loss difference 0.01)" in md
+    assert "seed 0: identical" in md and "seed 0: differ" in md
+    # The reference folder itself is only read.
+    assert sorted(p.name for p in ref.iterdir()) == ["metrics"]

@@ -1,15 +1,26 @@
-"""The runner end to end: smoke study, a failing notebook, an interrupted run."""
+"""The runner end to end: smoke study, a failing notebook, interrupted and killed runs, the
+results folder's ownership and lock, the committed reference, cell time-outs, divergence."""
 
-import os
+import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
 
+from dino_rnn import resultsdir as R
 from dino_rnn import study as S
 from dino_rnn.cli import main
 
 REAL_NOTEBOOKS = S.NOTEBOOK_DIR
+# A study of the notebooks in argv[1] into argv[2], as `dino-rnn study` runs it (its own process).
+RUN = (
+    "import sys, pathlib, dino_rnn.study as S; S.NOTEBOOK_DIR = pathlib.Path(sys.argv[1]);"
+    "from dino_rnn.cli import main; sys.exit(main(['study', '--out', sys.argv[2], *sys.argv[3:]]))"
+)
 
 
 def notebook(*sources, params="EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\n"):
@@ -29,24 +40,34 @@ def notebook_dir(tmp_path, monkeypatch):
     return d
 
 
+def snapshot(out):
+    """Every file below ``out`` (manifest included) and its bytes."""
+    return {f: (out / f).read_bytes() for f in R.files_in(out)} if out.exists() else {}
+
+
 def previous_results(out):
-    """A complete earlier run: these bytes must survive anything the new run does."""
+    """A complete earlier study's folder: these bytes must survive anything the new run does."""
     (out / "metrics").mkdir(parents=True)
-    files = {
-        out / "comparison.md": b"# earlier results\n",
-        out / "benchmark.md": b"# benchmark, not written by the study\n",
-        out / "metrics" / "old-seed0.json": b"{}\n",
-    }
-    for p, b in files.items():
-        p.write_bytes(b)
-    return files
+    (out / "comparison.md").write_bytes(b"# earlier results\n")
+    (out / "metrics" / "old-seed0.json").write_bytes(b"{}\n")
+    R.write_manifest(out)
+    return snapshot(out)
+
+
+def beside(out):
+    """What is left beside ``out`` (its lock and staging folders)."""
+    work = R.ResultsFolder(out).work
+    return sorted(p.name for p in work.iterdir()) if work.exists() else []
+
+
+def run_cli(*argv):
+    """``dino-rnn`` in a child process, as a user runs it; returns (exit status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "dino_rnn", *argv], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
 
 
 def test_smoke_study_writes_everything(tmp_path, capsys):
     out = tmp_path / "results"
-    keep = out / "benchmark.md"
-    out.mkdir()
-    keep.write_bytes(b"# keep me\n")
     assert main(["study", "--smoke", "--out", str(out), "--jobs", "2"]) == 0
     md = (out / "comparison.md").read_text()
     rows = [line for line in md.split("## ")[1].splitlines() if line.startswith("| ") and "Model" not in line]
@@ -54,6 +75,7 @@ def test_smoke_study_writes_everything(tmp_path, capsys):
     assert n_models >= 4
     for arch in ("nn.RNN", "nn.LSTM", "nn.GRU", "RNN from scratch"):
         assert any(arch in r for r in rows)
+    assert "**Not the published protocol** (epochs 1 (not 40), max_names 40 (not all))" in md
     for f in ("comparison.csv", "per_seed.csv", "validation_curves.png", "curves_by_model.png", "study.json",
               "html/comparison.html", "executed/comparison.ipynb"):
         assert (out / f).exists(), f
@@ -61,9 +83,42 @@ def test_smoke_study_writes_everything(tmp_path, capsys):
         assert (out / "executed" / "seed0" / nb.name).exists()
         assert (out / "html" / "seed0" / nb.with_suffix(".html").name).read_text().startswith("<!DOCTYPE html>")
     assert {p.name for p in (out / "metrics").iterdir()} >= {f"{a}-seed0.json" for a in ("scratch", "rnn", "lstm", "gru")}
-    assert keep.read_bytes() == b"# keep me\n"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
-    assert "notebooks ok" in capsys.readouterr().out
+    # The manifest lists every file the study wrote; nothing but the lock is left beside the folder.
+    assert sorted(R.read_manifest(out)) == [f for f in R.files_in(out) if f != R.MANIFEST]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [R.MANIFEST]
+    assert beside(out) == [R.LOCK]
+    printed = capsys.readouterr().out
+    assert "notebooks ok" in printed
+    # The committed reference has seed 0 at 40 epochs: nothing to compare at smoke settings, and it says so.
+    assert "against the committed reference: 6 run(s) share a seed" in printed and "nothing to compare" in printed
+
+
+def test_a_study_refuses_a_folder_it_did_not_write(tmp_path):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_bytes(b"precious")
+    (out / "plots").mkdir()
+    (out / "plots" / "figure1.png").write_bytes(b"mine")
+    before = snapshot(out)
+    rc, _, err = run_cli("study", "--smoke", "--out", str(out))
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("dino-rnn: error: ")
+    assert "is not empty and was not written by dino-rnn study" in err and "'plots/figure1.png'" in err
+    assert "give a new or empty folder" in err
+    assert snapshot(out) == before
+    assert not [n for n in beside(out) if n.startswith("staging")]
+
+
+def test_the_committed_reference_is_written_only_when_asked(tmp_path, notebook_dir, monkeypatch, capsys):
+    ref = tmp_path / "reference"
+    monkeypatch.setattr(S, "REFERENCE", ref)
+    before = previous_results(ref)
+    assert main(["study", "--out", str(ref), "--epochs", "1"]) == 2
+    assert "holds the committed reference results" in capsys.readouterr().err
+    assert snapshot(ref) == before
+    nbformat.write(notebook("print('ran')"), notebook_dir / "01_quick.ipynb")
+    main(["study", "--reference", "--seeds", "0", "--epochs", "1", "--jobs", "1"])
+    assert snapshot(ref) != before and (ref / "study.json").exists()
+    assert json.loads((ref / "study.json").read_text())["parameters"]["seeds"] == [0]
 
 
 def test_failing_notebook_does_not_stop_the_others(tmp_path, notebook_dir, capsys):
@@ -90,10 +145,65 @@ def test_interrupted_study_leaves_earlier_results_intact(tmp_path, notebook_dir,
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dino_rnn.report.write_comparison", interrupt)
+    monkeypatch.setattr(S, "write_comparison", interrupt)
     assert main(["study", "--epochs", "1", "--out", str(out), "--jobs", "1"]) == 130
-    assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in out.iterdir()) == ["benchmark.md", "comparison.md", "metrics"]
+    assert snapshot(out) == before
+    assert beside(out) == [R.LOCK]
+
+
+def test_a_rerun_replaces_the_earlier_run_and_a_concurrent_one_is_refused(tmp_path, notebook_dir):
+    """Promotion over an existing folder, and one study at a time per folder."""
+    nbformat.write(notebook("import time\ntime.sleep(float(EPOCHS))"), notebook_dir / "01_sleep.ipynb")
+    out = tmp_path / "results"
+    before = previous_results(out)
+    assert main(["study", "--epochs", "1", "--out", str(out), "--jobs", "1"]) == 1  # no metrics: the report fails
+    first = snapshot(out)
+    assert "study.json" in first and "metrics/old-seed0.json" not in first  # the earlier run went whole
+    assert first != before
+    assert sorted(R.read_manifest(out)) == sorted(f for f in first if f != R.MANIFEST)
+    running = subprocess.Popen([sys.executable, "-c", RUN, str(notebook_dir), str(out), "--epochs", "60", "--jobs", "1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        work = R.ResultsFolder(out).work
+        deadline = time.time() + 60
+        while not (work / R.LOCK_INFO).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        t0 = time.time()
+        rc, _, err = run_cli("study", "--epochs", "1", "--out", str(out), "--jobs", "1")
+        assert time.time() - t0 < 30  # refused at once, not after waiting
+        assert rc == 2 and err.count("\n") == 1
+        assert "is in use by another study" in err and f"pid {running.pid}" in err
+        assert snapshot(out) == first
+    finally:
+        running.send_signal(signal.SIGKILL)
+        running.wait(timeout=60)
+    assert snapshot(out) == first  # killed mid-run: the first run's results, whole
+
+
+def test_sigkill_at_any_moment_leaves_complete_results(tmp_path, notebook_dir):
+    """Real SIGKILLs of a running `dino-rnn study` at moments spread over its whole run."""
+    nbformat.write(notebook("print('ran')"), notebook_dir / "01_quick.ipynb")
+    nbformat.write(notebook("print('ran too')"), notebook_dir / "02_quick.ipynb")
+    out = tmp_path / "results"
+    before = previous_results(out)
+    argv = [sys.executable, "-c", RUN, str(notebook_dir), str(out), "--epochs", "1", "--jobs", "2"]
+    t0 = time.time()
+    assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 1  # finishes; no metrics
+    whole = time.time() - t0  # one complete run, to spread the kills over
+    first = snapshot(out)
+    assert first != before
+    for frac in (0.1, 0.4, 0.7, 0.9, 1.0):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(whole * frac)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        now = snapshot(out)
+        listed = R.read_manifest(out)
+        # Whole: a manifest that lists exactly the files there, and a finished run's study.json.
+        assert listed is not None and sorted(listed) == sorted(f for f in now if f != R.MANIFEST), frac
+        assert "study.json" in now and "metrics/old-seed0.json" not in now, frac
+    assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 1
+    assert beside(out) == [R.LOCK]  # what the killed runs left beside the folder was cleaned up
 
 
 @pytest.mark.parametrize(
@@ -105,6 +215,7 @@ def test_interrupted_study_leaves_earlier_results_intact(tmp_path, notebook_dir,
         (["--seeds", "1", "1"], "repeats a seed"),
         (["--seeds", "one"], "seeds must be whole numbers"),
         (["--jobs", "0"], "--jobs must be a whole number of at least 1"),
+        (["--cell-timeout", "0"], "--cell-timeout must be a number greater than 0"),
         (["--data", "/nonexistent/names.txt"], "names file /nonexistent/names.txt does not exist"),
     ],
 )
@@ -114,8 +225,8 @@ def test_bad_flags_exit_2_with_one_line_before_any_work(tmp_path, capsys, argv, 
     assert main(["study", "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
-    assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in out.iterdir()) == ["benchmark.md", "comparison.md", "metrics"]
+    assert snapshot(out) == before
+    assert beside(out) == []
 
 
 def test_output_folder_that_is_a_file(tmp_path, capsys):
@@ -132,56 +243,61 @@ def test_type_errors_from_argparse_exit_2(capsys):
     assert e.value.code == 2 and "invalid int value: 'ten'" in capsys.readouterr().err
 
 
-def test_killed_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
+def test_terminated_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
     """A real SIGTERM to a running `dino-rnn study`: the staging folder goes, old results stay."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     nbformat.write(notebook("import time\ntime.sleep(60)"), notebook_dir / "01_slow.ipynb")
     out = tmp_path / "results"
     before = previous_results(out)
-    code = (
-        "import sys, dino_rnn.study as S, pathlib; S.NOTEBOOK_DIR = pathlib.Path(sys.argv[1]);"
-        "from dino_rnn.cli import main; sys.exit(main(['study', '--epochs', '1', '--out', sys.argv[2], '--jobs', '1']))"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(notebook_dir), str(out)],
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(notebook_dir), str(out), "--epochs", "1", "--jobs", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = R.ResultsFolder(out).work
     deadline = time.time() + 60
-    while not list(out.glob(".staging-*/executed/seed0")) and time.time() < deadline:
+    while not list(work.glob("staging-*/executed/seed0")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(3)  # the notebook is running
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "previous results" in err and "untouched" in err
-    assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in out.iterdir()) == ["benchmark.md", "comparison.md", "metrics"]
+    assert snapshot(out) == before
+    assert beside(out) == [R.LOCK]
 
 
-def test_stale_staging_of_a_dead_run_is_removed(tmp_path):
+def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
+    order = tmp_path / "order.txt"
+    for name in ("01_a", "02_b", "03_c"):
+        nbformat.write(notebook(f"open({str(order)!r}, 'a').write('{name} ')"), notebook_dir / f"{name}.ipynb")
     out = tmp_path / "results"
-    dead = out / ".staging-20260101-000000-999999999"
-    dead.mkdir(parents=True)
-    live = out / f".staging-20260101-000000-{os.getpid()}"
-    live.mkdir()
-    S.remove_stale(out)
-    assert not dead.exists() and live.exists()
-
-
-def test_previous_run_orders_the_jobs_longest_first(tmp_path):
-    import json
-
-    (tmp_path / "study.json").write_text(json.dumps({"jobs": [
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"jobs": [
         {"notebook": "01_a.ipynb", "seed": 0, "seconds": 20.0},
-        {"notebook": "05_b.ipynb", "seed": 0, "seconds": 130.0},
-        {"notebook": "05_b.ipynb", "seed": 1, "seconds": 140.0},
+        {"notebook": "02_b.ipynb", "seed": 0, "seconds": 5.0},
+        {"notebook": "03_c.ipynb", "seed": 0, "seconds": 130.0},
+        {"notebook": "03_c.ipynb", "seed": 1, "seconds": 140.0},
     ]}))
-    assert S.previous_seconds(tmp_path) == {"01_a.ipynb": 20.0, "05_b.ipynb": 140.0}
-    (tmp_path / "study.json").write_text("{not json")
-    assert S.previous_seconds(tmp_path) == {}
+    R.write_manifest(out)
+    assert S.previous_seconds(out) == {"01_a.ipynb": 20.0, "02_b.ipynb": 5.0, "03_c.ipynb": 140.0}
+    main(["study", "--epochs", "1", "--seeds", "0", "1", "--out", str(out), "--jobs", "1"])
+    assert order.read_text().split() == ["03_c", "03_c", "01_a", "01_a", "02_b", "02_b"]
+    (out / "study.json").write_text("{not json")  # unreadable: the notebooks' own order
+    assert S.previous_seconds(out) == {}
     assert S.previous_seconds(tmp_path / "none") == {}
+
+
+def test_a_hung_cell_fails_its_notebook_not_the_study(tmp_path, notebook_dir, capsys):
+    nbformat.write(notebook("import time\ntime.sleep(600)"), notebook_dir / "01_hung.ipynb")
+    nbformat.write(notebook("print('fine')"), notebook_dir / "02_fine.ipynb")
+    out = tmp_path / "results"
+    t0 = time.time()
+    rc = main(["study", "--epochs", "1", "--out", str(out), "--jobs", "2", "--cell-timeout", "3"])
+    assert time.time() - t0 < 120
+    assert rc == 1
+    printed = capsys.readouterr().out
+    assert "failed: 01_hung.ipynb seed 0:" in printed and "timed out" in printed
+    assert "02_fine.ipynb seed 0:" not in printed.split("notebooks ok")[1]  # the other one did not fail
+    assert (out / "executed" / "seed0" / "01_hung.ipynb").exists()
+    jobs = {j["notebook"]: j for j in json.loads((out / "study.json").read_text())["jobs"]}
+    assert jobs["01_hung.ipynb"]["status"] == "failed" and jobs["02_fine.ipynb"]["status"] == "ok"
 
 
 @pytest.mark.parametrize(
@@ -203,7 +319,7 @@ def test_bad_names_file_via_cli(tmp_path, capsys, content, message):
     assert main(["study", "--out", str(out), "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("dino-rnn: error: ")
-    assert {p: p.read_bytes() for p in before} == before
+    assert snapshot(out) == before
 
 
 def test_checksum_mismatch_via_cli(tmp_path, capsys, monkeypatch):
@@ -220,12 +336,38 @@ def test_checksum_mismatch_via_cli(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "checksum mismatch" in err and D.DATA_SHA256 in err and D.sha256_of(wrong) in err
     assert not D.DEFAULT_FILE.exists()
-    assert {p: p.read_bytes() for p in before} == before
+    assert snapshot(out) == before
+
+
+DIVERGE = """
+import torch
+from dino_rnn.experiment import Experiment
+exp = Experiment("rnn", epochs=3, max_names=20, seed=SEED, results_dir=RESULTS_DIR)
+exp.load_data()
+exp.build()
+with torch.no_grad():  # a NaN end-of-name logit makes every loss NaN; a gap of 3e38 overflows float32
+    exp.model.fc.bias[exp.vocab.end] = float(END_BIAS)
+    exp.model.fc.bias[exp.vocab.end + 1] = float(NEXT_BIAS)
+exp.train()
+exp.save()
+"""
+
+
+@pytest.mark.parametrize("end_bias, next_bias, word", [("nan", "0", "NaN"), ("-2e38", "1e38", "infinite")])
+def test_a_diverged_run_exits_1_through_the_cli(tmp_path, notebook_dir, capsys, end_bias, next_bias, word):
+    params = f"EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\nEND_BIAS = {end_bias!r}\nNEXT_BIAS = {next_bias!r}\n"
+    nbformat.write(notebook(DIVERGE, params=params), notebook_dir / "02_diverges.ipynb")
+    shutil.copy(REAL_NOTEBOOKS / "comparison.ipynb", notebook_dir)
+    out = tmp_path / "results"
+    assert main(["study", "--epochs", "1", "--out", str(out), "--jobs", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "1 of 1 notebooks ok" in printed  # the notebook ran; the model diverged
+    assert f"diverged: nn.RNN seed 0: diverged: loss became {word} at epoch 1" in printed
+    m = json.loads((out / "metrics" / "rnn-seed0.json").read_text())
+    assert m["status"] == "diverged" and f"loss became {word}" in m["message"]
 
 
 def test_diverged_model_is_marked_not_reported_as_a_result(tmp_path, notebook_dir, capsys):
-    import json
-
     shutil.copy(REAL_NOTEBOOKS / "02_rnn.ipynb", notebook_dir)
     shutil.copy(REAL_NOTEBOOKS / "comparison.ipynb", notebook_dir)
     out = tmp_path / "results"

@@ -1,0 +1,345 @@
+"""Results folders: where runs write, which files a study owns, and how a run replaces them safely.
+
+Where results live (one place decides it)::
+
+    results/reference/   the committed five-seed run behind the README; only
+                         ``dino-rnn study --reference`` writes here
+    results/study/       ``dino-rnn study`` (default ``--out``); ignored by git
+    results/notebooks/   the notebooks run by hand in Jupyter (their RESULTS_DIR); ignored by git
+
+A folder a study writes (``--out``) is treated as the user's:
+
+- **Ownership.** A study writes a manifest, ``.dino-rnn.json``, listing every file it put
+  in the folder. A later study replaces that folder only if every file in it is listed
+  (or it is empty, or does not exist yet); anything else is refused before any work,
+  with one line naming a file it did not write. Deletion only ever removes files a
+  manifest lists (or a staging folder the study created itself).
+- **One study at a time.** A lock beside the folder (``filelock``; the kernel releases it
+  when its process dies, so a killed run never leaves it stuck); a second study on the
+  same folder is refused at once, naming the running one.
+- **Complete results at every instant.** A run writes into its own staging folder beside
+  ``--out`` (``.NAME.dino-rnn/staging-*``) and, once finished, swaps it with the
+  previous results in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``, macOS
+  ``renamex_np(RENAME_SWAP)``). A kill at any moment, SIGKILL included, leaves ``--out``
+  holding the previous complete results or the new complete ones. What a killed run
+  leaves beside it is cleaned by the next run under the same rules: a staging folder
+  (marked as such) is removed; a replaced results folder loses only the files its
+  manifest lists, and anything else found in it is moved back into ``--out``. Where the
+  atomic swap is not available, two renames are used, and the next run puts back a
+  results folder caught between them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+from .files import write_json
+from .params import ParameterError
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+REFERENCE = RESULTS / "reference"
+STUDY = RESULTS / "study"
+NOTEBOOK_RESULTS = RESULTS / "notebooks"
+
+MANIFEST = ".dino-rnn.json"
+MARKER = ".dino-rnn-staging"  # in a staging folder only: everything in it is the run's own
+LOCK, LOCK_INFO = "lock", "lock.json"
+
+
+# ---------------------------------------------------------------------------
+# File-system steps (module-level so the tests can make each one fail in turn)
+# ---------------------------------------------------------------------------
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap two existing folders in one atomic step; ``NotImplementedError`` where impossible."""
+    libc = _libc()
+    if sys.platform.startswith("linux") and libc is not None and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        rc = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    elif sys.platform == "darwin" and libc is not None and hasattr(libc, "renamex_np"):
+        rc = libc.renamex_np(os.fsencode(a), os.fsencode(b), 2)  # RENAME_SWAP
+    else:
+        raise NotImplementedError("no atomic exchange on this platform")
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise NotImplementedError(os.strerror(err))
+        raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def rename(a: Path, b: Path) -> None:
+    os.rename(a, b)
+
+
+def unlink(p: Path) -> None:
+    os.unlink(p)
+
+
+def rmdir(p: Path) -> None:
+    os.rmdir(p)
+
+
+def rmtree(p: Path) -> None:
+    shutil.rmtree(p)
+
+
+# ---------------------------------------------------------------------------
+# Manifests
+# ---------------------------------------------------------------------------
+
+
+def files_in(folder: Path) -> list[str]:
+    """Every file (and symlink) below ``folder`` as a relative POSIX path, sorted; links not followed."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        base = Path(dirpath)
+        for d in list(dirnames):
+            if (base / d).is_symlink():  # a link to a folder is an entry, never walked into
+                filenames.append(d)
+                dirnames.remove(d)
+        out += [(base / f).relative_to(folder).as_posix() for f in filenames]
+    return sorted(out)
+
+
+def read_manifest(folder: Path) -> list[str] | None:
+    """The files a study recorded writing into ``folder``; ``None`` without a readable manifest."""
+    try:
+        m = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        files = m["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list):
+        return None
+    # Only plain relative paths inside the folder: a manifest never lets a run reach outside it.
+    return [f for f in files if isinstance(f, str) and _safe(f)]
+
+
+def _safe(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and rel != MANIFEST
+
+
+def write_manifest(folder: Path) -> list[str]:
+    files = [f for f in files_in(folder) if f not in (MANIFEST, MARKER)]
+    write_json(folder / MANIFEST, {"written_by": "dino-rnn study", "files": files})
+    return files
+
+
+# ---------------------------------------------------------------------------
+# The folder a study writes
+# ---------------------------------------------------------------------------
+
+
+class ResultsFolder:
+    """A results folder (``--out``) a study owns: ownership checks, the lock, staging and the swap."""
+
+    def __init__(self, path, name: str = "--out"):
+        p = Path(path).expanduser()
+        if p.exists() and not p.is_dir():
+            raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
+        # The real location: a symlinked --out is followed, so the swap happens where the files are.
+        self.path = p.resolve()
+        self.name = name
+        self.work = self.path.parent / f".{self.path.name}.dino-rnn"
+        self.notes: list[str] = []  # what recovery or promotion did that the user should hear about
+
+    # -- checks ------------------------------------------------------------------
+    def foreign_files(self) -> list[str]:
+        """Files in the folder that no study's manifest lists (the manifest itself excluded)."""
+        if not self.path.exists():
+            return []
+        present = [f for f in files_in(self.path) if f != MANIFEST]
+        owned = set(read_manifest(self.path) or [])
+        return [f for f in present if f not in owned]
+
+    def check_owned(self) -> None:
+        """Refuse, with one line, a folder holding files that no study wrote."""
+        foreign = self.foreign_files()
+        if not foreign:
+            return
+        shown = ", ".join(repr(f) for f in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        if (self.path / MANIFEST).exists():
+            what = f"holds files that dino-rnn study did not write ({shown})"
+        else:
+            what = f"is not empty and was not written by dino-rnn study (it holds {shown})"
+        raise ParameterError(
+            f"{self.name} {str(self.path)!r} {what}; "
+            "a study replaces its whole folder, so give a new or empty folder, or move those files out"
+        )
+
+    def _make_work(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.work.mkdir(exist_ok=True)
+        except OSError as e:
+            raise ParameterError(
+                f"{self.name} {str(self.path)!r}: cannot create {str(self.work)!r} beside it ({e.strerror}); "
+                "give a folder inside one you can write to"
+            ) from None
+
+    # -- the lock ----------------------------------------------------------------
+    @contextmanager
+    def lock(self, command: str = "dino-rnn study"):
+        """Hold the folder for one study; a second one is refused at once, naming the holder."""
+        from filelock import FileLock, Timeout
+
+        self._make_work()
+        lock = FileLock(str(self.work / LOCK), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise ParameterError(
+                f"{self.name} {str(self.path)!r} is in use by another study ({self._holder()}); "
+                "wait for it to finish, or give another folder"
+            ) from None
+        try:
+            write_json(self.work / LOCK_INFO, {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": command,
+            })
+            yield self
+        finally:
+            try:
+                unlink(self.work / LOCK_INFO)
+            except OSError:
+                pass
+            lock.release()
+
+    def _holder(self) -> str:
+        try:
+            i = json.loads((self.work / LOCK_INFO).read_text(encoding="utf-8"))
+            return f"pid {i['pid']} on {i['host']}, started {i['started']}: {i['command']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "its details are not readable yet"
+
+    # -- staging and the swap ----------------------------------------------------
+    def new_staging(self) -> Path:
+        """An empty folder for a new run, beside ``--out`` (same file system), marked as staging."""
+        self._make_work()
+        d = self.work / f"staging-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        d.mkdir()
+        (d / MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        return d
+
+    def promote(self, staging: Path) -> None:
+        """Make a finished run's staging folder the results, in one step; then discard the old ones.
+
+        Order: write the manifest, unmark the folder, swap (or, for a first run, rename).
+        A kill before the swap leaves the old results in place; after it, the new ones.
+        """
+        write_manifest(staging)
+        unlink(staging / MARKER)
+        if self.path.exists():
+            try:
+                exchange(staging, self.path)
+                old = staging
+            except NotImplementedError:
+                # Two renames: between them --out is missing, and recover() puts the old one back.
+                old = self.work / f"previous-{staging.name}"
+                rename(self.path, old)
+                try:
+                    rename(staging, self.path)
+                except BaseException:
+                    rename(old, self.path)  # if this fails too, recover() puts it back next time
+                    raise
+        else:
+            rename(staging, self.path)
+            old = None
+        if old is not None:
+            # The new results are in place: a failure from here on only leaves old files beside them.
+            try:
+                self.discard(old)
+            except OSError as e:
+                self.notes.append(f"could not remove all of the previous results ({e}); the next run will")
+
+    def abandon(self, staging: Path) -> None:
+        """Remove a staging folder of this process's own run (interrupted or failed)."""
+        if staging.exists():
+            self.discard(staging)
+
+    # -- cleaning up ----------------------------------------------------------------
+    def discard(self, folder: Path) -> None:
+        """Delete what a run owns in ``folder`` (staging or replaced results); keep everything else.
+
+        A marked staging folder is entirely the run's own and goes. A replaced results
+        folder loses exactly the files its manifest lists; anything else in it (say, a
+        file someone saved there during the run) is moved back into ``--out``.
+        """
+        if (folder / MARKER).exists():
+            rmtree(folder)
+            return
+        for rel in read_manifest(folder) or []:
+            p = folder / rel
+            if p.is_file() or p.is_symlink():
+                unlink(p)
+        if (folder / MANIFEST).exists():
+            unlink(folder / MANIFEST)
+        _prune_empty(folder)
+        if folder.exists():
+            self._carry_back(folder)
+
+    def _carry_back(self, folder: Path) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for rel in files_in(folder):
+            dest = self.path / rel
+            if dest.exists() or dest.is_symlink():
+                dest = self.path / f"kept-{stamp}" / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            rename(folder / rel, dest)
+            self.notes.append(f"kept {dest} (it was not written by the study)")
+        _prune_empty(folder)
+
+    def recover(self) -> None:
+        """Clean up after runs that were killed (call with the lock held).
+
+        A results folder caught between the two renames of the fallback is put back
+        first; every other leftover is discarded under :meth:`discard`'s rules.
+        """
+        if not self.work.is_dir():
+            return
+        leftovers = sorted(
+            (d for d in self.work.iterdir() if d.is_dir() and not d.is_symlink()),
+            key=lambda d: d.stat().st_mtime,
+            reverse=True,
+        )
+        if not self.path.exists():
+            for d in leftovers:
+                if (d / MANIFEST).exists() and not (d / MARKER).exists():
+                    rename(d, self.path)
+                    self.notes.append(f"restored {self.path} from an interrupted run's {d.name}")
+                    leftovers.remove(d)
+                    break
+        for d in leftovers:
+            self.discard(d)
+
+
+def _prune_empty(folder: Path) -> None:
+    """Remove empty folders below and including ``folder`` (rmdir never removes content)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for dirpath, _, _ in sorted(os.walk(folder), key=lambda t: -len(t[0])):
+        try:
+            rmdir(Path(dirpath))
+        except OSError:
+            pass
