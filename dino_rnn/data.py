@@ -6,7 +6,16 @@ Where the names file comes from, in order:
 2. the ``DINO_RNN_DATA`` environment variable (any names file a user brings),
 3. ``data/dino_names.txt`` in the project, downloaded on first use from
    ``DINO_RNN_DATA_URL`` (default: the upstream URL below; a ``file://`` URL works),
-   checked against the published sha256 and written atomically.
+   checked against the published sha256 and written atomically. Each wait for the server
+   (connecting, every read) gives up after ``DINO_RNN_DOWNLOAD_TIMEOUT`` seconds (default
+   30). Any failure — refused connection, time-out, HTTP error status, a connection closed
+   before the end, more than ``MAX_NAMES_BYTES`` — is one :class:`DataError` line; the
+   partial download is removed and never appears at the destination.
+
+A names file must be a regular file (not a named pipe, a device or a socket) of at most
+``MAX_NAMES_BYTES`` (50 MB, far more than any names list): both are checked with
+``os.stat`` before the file is opened, and the read itself stops at the limit + 1 byte, so
+a file that grows in between cannot take the machine's memory.
 
 Normalisation (as in the published study): every line is one name; a UTF-8 byte-order
 mark, Windows line endings and surrounding whitespace are removed, names are
@@ -18,8 +27,12 @@ names are *kept* (the published 1536-name corpus has 12 repeated lines) and coun
 from __future__ import annotations
 
 import hashlib
+import http.client
+import math
 import os
 import random
+import socket
+import stat
 import tempfile
 import urllib.error
 import urllib.request
@@ -27,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .params import ParameterError
 
 # ---------------------------------------------------------------------------
 # Where the data lives
@@ -42,6 +57,8 @@ DEFAULT_FILE = DATA_DIR / "dino_names.txt"
 
 END = "."  # the end-of-name marker
 MIN_NAMES = 50  # the fewest names for which int(0.02 * n) >= 1: a non-empty validation set
+MAX_NAMES_BYTES = 50_000_000  # a names file or download larger than this is refused (Dino Names: 19909 bytes)
+DOWNLOAD_TIMEOUT = 30.0  # seconds per wait for the server; $DINO_RNN_DOWNLOAD_TIMEOUT overrides
 
 
 class DataError(ValueError):
@@ -56,21 +73,99 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str = DATA_SHA256, timeout: float = 30.0) -> Path:
+def _size_text(n: int) -> str:
+    return f"{n // 1_000_000} MB" if n % 1_000_000 == 0 else f"{n:,} bytes"
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a non-regular file is, for the message; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def download_timeout(timeout: float | None = None) -> float:
+    """``timeout``, else ``$DINO_RNN_DOWNLOAD_TIMEOUT``, else :data:`DOWNLOAD_TIMEOUT` seconds."""
+    if timeout is not None:
+        return timeout
+    raw = os.environ.get("DINO_RNN_DOWNLOAD_TIMEOUT", "").strip()
+    if not raw:
+        return DOWNLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ParameterError(f"DINO_RNN_DOWNLOAD_TIMEOUT must be a number of seconds greater than 0, not {raw!r}")
+    return value
+
+
+class _Failed(Exception):
+    """A download failure, with the reason to show in the one-line DataError."""
+
+
+def _reason(e: BaseException, timeout: float) -> str:
+    """A short, one-line reason for a failed download."""
+    if isinstance(e, _Failed):
+        return str(e)
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError) and isinstance(e.reason, BaseException):
+        e = e.reason  # connect errors arrive wrapped
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(e, http.client.IncompleteRead):
+        return f"the connection closed after {len(e.partial)} bytes, before the end"
+    if isinstance(e, urllib.error.URLError):
+        e = e.reason
+    return str(getattr(e, "strerror", None) or e) or type(e).__name__
+
+
+def download(url: str, dest: Path, sha256: str = DATA_SHA256, timeout: float | None = None) -> Path:
     """Fetch ``url`` into ``dest``: verified against ``sha256`` and moved into place atomically.
 
-    A partial or mismatching download never appears at ``dest``.
+    ``timeout`` (default ``$DINO_RNN_DOWNLOAD_TIMEOUT`` or 30 s) bounds each wait for the
+    server. Every failure is one :class:`DataError` line; a partial, oversized or
+    mismatching download never appears at ``dest`` and no temporary file is left behind.
     """
     dest = Path(dest)
+    timeout = download_timeout(timeout)
+    limit = MAX_NAMES_BYTES
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
     try:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, os.fdopen(fd, "wb") as f:
-                while chunk := r.read(1 << 16):
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+                expected = getattr(r, "length", None)  # Content-Length, when the server sent one
+                if expected is not None and expected > limit:
+                    raise _Failed(f"more than {_size_text(limit)}, larger than any names list")
+                got = 0
+                while chunk := r.read(min(1 << 16, limit + 1 - got)):
+                    got += len(chunk)
+                    if got > limit:
+                        raise _Failed(f"more than {_size_text(limit)}, larger than any names list")
                     f.write(chunk)
-        except (urllib.error.URLError, OSError, ValueError) as e:
-            reason = getattr(e, "reason", e)
+                # http.client ends a body cut short without complaint when Content-Length was sent
+                declared = r.headers.get("Content-Length", "").strip() if getattr(r, "headers", None) else ""
+                if declared.isdigit() and not getattr(r, "chunked", False) and got < int(declared):
+                    raise _Failed(f"the connection closed after {got} of {int(declared)} bytes")
+        except (_Failed, urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+            if isinstance(e, urllib.error.HTTPError):
+                e.close()  # it holds the error page's connection
+            reason = " ".join(_reason(e, timeout).split())
             raise DataError(
                 f"cannot download the Dino Names file from {url} ({reason}); "
                 "set DINO_RNN_DATA=/path/to/names.txt to use a local file, "
@@ -98,7 +193,11 @@ def resolve_data_path(path: str | os.PathLike | None = None) -> Path:
     if not DEFAULT_FILE.exists():
         url = os.environ.get("DINO_RNN_DATA_URL") or DATA_URL
         download(url, DEFAULT_FILE)
-    elif sha256_of(DEFAULT_FILE) != DATA_SHA256:
+        return DEFAULT_FILE
+    kind = _file_kind(os.stat(DEFAULT_FILE).st_mode)
+    if kind is not None:  # never open it: a named pipe would block, a device never end
+        raise DataError(f"{DEFAULT_FILE} is {kind}, not a regular file; delete it to download it again")
+    if sha256_of(DEFAULT_FILE) != DATA_SHA256:
         raise DataError(
             f"{DEFAULT_FILE} does not match the published checksum {DATA_SHA256}; "
             "delete it to download it again"
@@ -142,20 +241,56 @@ class NameReport:
         return "; ".join(parts)
 
 
+def _read_bounded(p: Path) -> bytes:
+    """The bytes of names file ``p``: a regular file of at most :data:`MAX_NAMES_BYTES`.
+
+    ``os.stat`` first, so a named pipe (whose open blocks), a device (which never ends) or a
+    huge file is refused before it is opened; then at most the limit + 1 bytes are read.
+    """
+    limit = MAX_NAMES_BYTES
+    advice = "pass a regular text file with one name per line"
+    too_big = f"names file {p} is larger than {_size_text(limit)}, more than any names list; {advice}"
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"names file {p} does not exist; pass --data / DINO_RNN_DATA a file with one name per line") from None
+    except OSError as e:
+        raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    except ValueError:  # e.g. a NUL character in the path
+        raise DataError(f"names file {str(p)!r} is not a valid path; {advice}") from None
+    kind = _file_kind(st.st_mode)
+    if kind == "a directory":
+        raise DataError(f"names file {p} is a directory, not a file; pass a file with one name per line")
+    if kind is not None:
+        raise DataError(f"names file {p} is {kind}, not a regular file; {advice}")
+    if st.st_size > limit:
+        raise DataError(too_big)
+    try:
+        # O_NONBLOCK: should the path have become a named pipe since the stat, the open
+        # does not block (and the fstat below refuses it); it changes nothing for files.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    with os.fdopen(fd, "rb") as f:
+        kind = _file_kind(os.fstat(f.fileno()).st_mode)
+        if kind is not None:
+            raise DataError(f"names file {p} is {kind}, not a regular file; {advice}")
+        try:
+            raw = f.read(limit + 1)
+        except OSError as e:
+            raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    if len(raw) > limit:
+        raise DataError(too_big)
+    return raw
+
+
 def read_names(path: str | os.PathLike | None = None) -> tuple[list[str], NameReport]:
     """Read and normalise a names file; returns the names and a report of what changed.
 
     Raises :class:`DataError` with a one-line message for anything unusable.
     """
     p = resolve_data_path(path)
-    if not p.exists():
-        raise DataError(f"names file {p} does not exist; pass --data / DINO_RNN_DATA a file with one name per line")
-    if p.is_dir():
-        raise DataError(f"names file {p} is a directory, not a file; pass a file with one name per line")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise DataError(f"names file {p} cannot be read ({e.strerror}); check its permissions") from None
+    raw = _read_bounded(p)
     if not raw:
         raise DataError(f"names file {p} is empty; it needs one name per line")
     report = NameReport(path=str(p))

@@ -449,6 +449,14 @@ def anbn_section(results_dir) -> str | None:
     runs = load_anbn(results_dir)
     if not runs:
         return None
+    # One setting per table (as in the Dino Names table): the most common one; the others are named.
+    key = lambda r: json.dumps({k: v for k, v in r["parameters"].items() if k != "seed"}, sort_keys=True)  # noqa: E731
+    counts = {}
+    for r in runs:
+        counts[key(r)] = counts.get(key(r), 0) + 1
+    chosen = max(counts, key=counts.get)
+    left_out = [r for r in runs if key(r) != chosen]
+    runs = [r for r in runs if key(r) == chosen]
     seeds = [r["parameters"]["seed"] for r in runs]
     p, t = runs[0]["parameters"], runs[0]["task"]
     base = t.get("always_b_accuracy", {}).get("test")
@@ -471,6 +479,12 @@ def anbn_section(results_dir) -> str | None:
         anbn_table(runs),
         "",
     ]
+    for r in left_out:
+        p2 = r["parameters"]
+        diff = ", ".join(f"{k} {p2.get(k)} (not {p.get(k)})" for k in sorted(set(p) | set(p2)) if k != "seed" and p2.get(k) != p.get(k))
+        lines.append(f"- Left out: seed {p2['seed']}, other settings: {diff}.")
+    if left_out:
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -2,6 +2,9 @@
 
 Every check raises :class:`ParameterError` with one line that names the parameter, the
 bad value and what to give instead — before any data is read or any model is trained.
+
+Seeds are whole numbers from 0 to 2**64-1 (the largest seed torch accepts); a study runs
+at most :data:`MAX_SEEDS` (100) of them unless ``DINO_RNN_MAX_SEEDS`` allows more.
 """
 
 from __future__ import annotations
@@ -13,8 +16,23 @@ import tempfile
 from pathlib import Path
 
 
+MAX_SEEDS = 100  # seeds per study; the environment variable DINO_RNN_MAX_SEEDS overrides it
+MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed accepts
+
+
 class ParameterError(ValueError):
     """A parameter that cannot be used; the message is one line that says what to give."""
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _too_large_seed(name: str, shown: str) -> ParameterError:
+    return ParameterError(
+        f"{name} {_shorten(shown, 30)} is larger than {MAX_SEED} (2**64-1), "
+        "the largest seed torch accepts; give a smaller seed"
+    )
 
 
 def _is_int(v) -> bool:
@@ -33,7 +51,22 @@ def positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
 def seed(value, name: str = "SEED") -> int:
     if not _is_int(value) or value < 0:
         raise ParameterError(f"{name} must be a whole number >= 0, not {value!r}")
+    if value > MAX_SEED:
+        # str() of a number with thousands of digits raises; show its size instead
+        shown = str(value) if value.bit_length() < 200 else f"(a {value.bit_length()}-bit number)"
+        raise _too_large_seed(name, shown)
     return value
+
+
+def max_seeds() -> int:
+    """The most seeds a study may run: ``$DINO_RNN_MAX_SEEDS``, else :data:`MAX_SEEDS`."""
+    raw = os.environ.get("DINO_RNN_MAX_SEEDS", "")
+    if not raw.strip():
+        return MAX_SEEDS
+    n = int(raw.strip()) if re.fullmatch(r"\d{1,18}", raw.strip()) else 0
+    if n < 1:
+        raise ParameterError(f"DINO_RNN_MAX_SEEDS must be a whole number of at least 1, not {_shorten(raw, 40)!r}")
+    return n
 
 
 def positive_float(name: str, value, *, allow_none: bool = False) -> float | None:
@@ -80,29 +113,51 @@ def output_dir(value, name: str = "RESULTS_DIR") -> Path:
 
 
 def parse_seeds(text) -> list[int]:
-    """Seeds from a list (``[0, 1, 2]``), words (``"0 1 2"``, ``"0,1,2"``) or a range (``"0-4"``)."""
+    """Seeds from a list (``[0, 1, 2]``), words (``"0 1 2"``, ``"0,1,2"``) or a range (``"0-4"``).
+
+    At most :func:`max_seeds` seeds (100, or ``$DINO_RNN_MAX_SEEDS``): the count is checked
+    before the list is built, so ``0-1000000000000000`` is refused without allocating it.
+    """
+    limit = max_seeds()
     if _is_int(text):
         return [seed(text)]
     parts: list[str] = []
     if isinstance(text, (list, tuple)):
         for t in text:
+            if _is_int(t) and t > MAX_SEED:
+                seed(t, "seed")  # refuses it before str() is asked to print thousands of digits
             parts.extend(str(t).replace(",", " ").split())
+        shown = " ".join(map(str, text))
     elif isinstance(text, str):
         parts = text.replace(",", " ").split()
-    out: list[int] = []
+        shown = text.strip()
+    else:
+        shown = repr(text)
+    digits = len(str(MAX_SEED))
+    ranges: list[tuple[int, int]] = []
     for p in parts:
-        m = re.fullmatch(r"(\d+)(?:-|\.\.)(\d+)", p)
-        if m:
-            lo, hi = int(m[1]), int(m[2])
-            if hi < lo:
-                raise ParameterError(f"seed range {p!r} runs backwards; write it low-high, e.g. 0-4")
-            out.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"\d+", p):
-            out.append(int(p))
-        else:
-            raise ParameterError(f"seeds must be whole numbers >= 0, a list (0 1 2) or a range (0-4), not {p!r}")
-    if not out:
+        m = re.fullmatch(r"(\d+)(?:-|\.\.)(\d+)|(\d+)", p)
+        if not m:
+            raise ParameterError(
+                f"seeds must be whole numbers >= 0, a list (0 1 2) or a range (0-4), not {_shorten(p, 40)!r}"
+            )
+        ends = [m[1], m[2]] if m[1] is not None else [m[3], m[3]]
+        for e in ends:  # int() of thousands of digits raises: look at the length first
+            if len(e.lstrip("0")) > digits or int(e) > MAX_SEED:
+                raise _too_large_seed("seed", e)
+        lo, hi = int(ends[0]), int(ends[1])
+        if hi < lo:
+            raise ParameterError(f"seed range {p!r} runs backwards; write it low-high, e.g. 0-4")
+        ranges.append((lo, hi))
+    if not ranges:
         raise ParameterError(f"no seeds given in {text!r}; give e.g. 0 or 0 1 2 or 0-4")
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > limit:
+        raise ParameterError(
+            f"--seeds {_shorten(shown)} asks for {count} seeds; a study runs at most {limit} "
+            "(set DINO_RNN_MAX_SEEDS=N to allow more)"
+        )
+    out = [s for lo, hi in ranges for s in range(lo, hi + 1)]
     if len(set(out)) != len(out):
         raise ParameterError(f"seed list {text!r} repeats a seed; give each seed once")
     return out

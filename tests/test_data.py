@@ -1,4 +1,6 @@
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -113,15 +115,16 @@ def test_missing_file_and_folder(tmp_path):
 
 
 def test_unreadable_file(write_names, monkeypatch):
+    # (chmod 000 does not stop root, so the open is made to fail the way it would)
     p = write_names("rex\n")
-    real = D.Path.read_bytes
+    real = D.os.open
 
-    def deny(self):
-        if self == p:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def deny(path, *args, **kwargs):
+        if Path(path) == p:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(D.Path, "read_bytes", deny)
+    monkeypatch.setattr(D.os, "open", deny)
     with pytest.raises(DataError, match=r"cannot be read \(Permission denied\)"):
         load_names(p)
 

@@ -73,6 +73,7 @@ def test_numpy_experiment_repeats_exactly(tmp_path, dino_file):
     for m in (a, b):
         m["history"].pop("seconds")
         m.pop("seconds_per_epoch")
+        m.pop("finished")  # when the files were written
         m["data"].pop("path", None)
     assert a == b
 
@@ -201,13 +202,15 @@ def test_notebook_is_clean_and_parameterised():
 
     import nbformat
 
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    from conftest import committed
+
+    nb = nbformat.reads(committed(f"notebooks/{NOTEBOOK.name}"), as_version=4)  # as committed
     assert nb.metadata.kernelspec.name == "python3"
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert code[0].metadata.get("tags") == ["parameters"]
     values = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(code[0].source).body}
-    expected = {"EPOCHS": 40, "LR": 4e-4, "HIDDEN": 64, "SEED": 0, "MAX_NAMES": None, "TEMPERATURE": 0.8, "DEVICE": "auto", "RESULTS_DIR": "../results", "DATA": None, "ANBN_HIDDEN": 50}
+    expected = {"EPOCHS": 40, "LR": 4e-4, "HIDDEN": 64, "SEED": 0, "MAX_NAMES": None, "TEMPERATURE": 0.8, "DEVICE": "auto", "RESULTS_DIR": "../results/notebooks", "DATA": None, "ANBN_HIDDEN": 50}
     assert expected.items() <= values.items()
     assert values["ANBN_EPOCHS"] >= 100
 
@@ -241,3 +244,23 @@ def test_notebook_runs_under_papermill(tmp_path, dino_file):
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # aⁿbⁿ curves, two Dino curves
     assert lab.anbn_section(tmp_path).startswith("## aⁿbⁿ: the NumPy lab")
+
+
+def test_anbn_section_does_not_blend_settings(tmp_path):
+    """Two seeds at the lab's settings and one smoke run: the table holds the two, the third is named."""
+    import json
+    import shutil
+
+    from conftest import ROOT
+
+    from dino_rnn.lab import anbn_section
+
+    (tmp_path / "anbn").mkdir()
+    for seed in (0, 1, 2):
+        shutil.copy(ROOT / "results" / "reference" / "anbn" / f"anbn-seed{seed}.json", tmp_path / "anbn")
+    smoke = json.loads((tmp_path / "anbn" / "anbn-seed2.json").read_text())
+    smoke["parameters"]["epochs"] = 2
+    (tmp_path / "anbn" / "anbn-seed2.json").write_text(json.dumps(smoke))
+    md = anbn_section(tmp_path)
+    assert "Seeds 0, 1 (the initialisation" in md and "200 epochs" in md
+    assert "- Left out: seed 2, other settings: epochs 2 (not 200)." in md

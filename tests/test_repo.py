@@ -73,6 +73,18 @@ def test_notebook_outputs_are_stripped_by_a_git_filter():
     assert "nbstripout" in committed("pyproject.toml")
 
 
+def test_committed_notebooks_are_what_the_filter_would_commit():
+    """With the filter installed, a fresh clone's `git status` is clean: nbstripout leaves them as they are."""
+    import subprocess
+    import sys
+
+    for p in committed_files("notebooks/"):
+        if p.endswith(".ipynb"):
+            text = committed(p)
+            out = subprocess.run([sys.executable, "-m", "nbstripout"], input=text, capture_output=True, text=True)
+            assert out.returncode == 0 and out.stdout == text, f"{p}: commit it as `nbstripout < {p}` writes it"
+
+
 def test_dataset_is_not_committed():
     files = committed_files()
     assert files, "run the tests from a git checkout"

@@ -9,6 +9,7 @@ reference loop must compute the same loss as the trainer.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -39,27 +40,150 @@ def _autograd_loss_and_grads(model, e: Example):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-VARIANTS = [("scratch", "tanh"), ("scratch", "none"), ("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh")]
+# The written-out gradient must match autograd's to this fraction of each tensor's largest
+# entry: float rounding is ~1e-6 of it (at every weight set below); backpropagation through
+# time cut off after 15 or 20 steps is off by more than 1e-4 at the scaled and trained weights
+# (``test_the_gradient_checks_would_catch_truncated_backprop``).
+GRAD_RTOL = 1e-5
 
 
-@pytest.mark.parametrize("arch,nonlinearity", VARIANTS)
-@pytest.mark.parametrize("T", [1, 2, 13, 30])
-@pytest.mark.parametrize("training", [False, True])
-def test_fast_gradient_equals_autograd(arch, nonlinearity, T, training):
-    torch.manual_seed(1)
-    model = build_model(arch, V, nonlinearity=nonlinearity)
-    model.train(training)
-    e = _example(T, seed=T)
-    torch.manual_seed(7)  # the same dropout mask on both paths
+def _relative_errors(grads: dict, ref: dict) -> dict:
+    """Per tensor: max |grad - ref| / max |ref| (an all-zero ``ref`` must be matched exactly)."""
+    out = {}
+    for n, r in ref.items():
+        diff, size = (grads[n] - r).abs().max().item(), r.abs().max().item()
+        out[n] = diff / size if size else (0.0 if diff == 0 else math.inf)
+    return out
+
+
+def _check_fast_gradient(model, e: Example, abs_tol: float | None = None):
+    """``model.loss_and_grad`` against ``loss.backward()``, the same dropout mask on both paths."""
+    torch.manual_seed(7)
     ref_loss, ref_grads = _autograd_loss_and_grads(model, e)
     for p in model.parameters():
         p.grad = None
     torch.manual_seed(7)
     loss = model.loss_and_grad(e.x, e.y)
-    assert loss == pytest.approx(ref_loss, abs=2e-6)
+    assert loss == pytest.approx(ref_loss, rel=1e-6, abs=2e-6)
+    grads = {}
     for n, p in model.named_parameters():
         assert p.grad is not None, n
-        assert (p.grad - ref_grads[n]).abs().max().item() < 1e-6, n
+        grads[n] = p.grad.clone()
+        if abs_tol is not None:
+            assert (p.grad - ref_grads[n]).abs().max().item() < abs_tol, n
+    for n, err in _relative_errors(grads, ref_grads).items():
+        assert err < GRAD_RTOL, f"{n}: max |written-out - autograd| is {err:.2e} of max |autograd|"
+
+
+VARIANTS = [("scratch", "tanh"), ("scratch", "none"), ("rnn", "tanh"), ("lstm", "tanh"), ("gru", "tanh")]
+SCALED = 2.0  # initial weights times this: the recurrence carries gradient 20+ steps back
+
+
+def _model(arch, nonlinearity, scale=1.0):
+    """The seeded initial weights, times ``scale``."""
+    torch.manual_seed(1)
+    model = build_model(arch, V, nonlinearity=nonlinearity)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("arch,nonlinearity", VARIANTS)
+@pytest.mark.parametrize("T", [1, 2, 13, 30])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("scale", [1.0, SCALED])
+def test_fast_gradient_equals_autograd(arch, nonlinearity, T, training, scale):
+    """At the initial weights (also within 1e-6 absolute) and at weights drawn twice as large."""
+    model = _model(arch, nonlinearity, scale)
+    model.train(training)
+    _check_fast_gradient(model, _example(T, seed=T), abs_tol=1e-6 if scale == 1.0 else None)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one intra-op thread, as the trainer runs (tiny ops; spare threads only wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(names, vocab):
+    """Every variant after two epochs on 300 Dino Names at lr 1e-2 (the trainer's own step),
+    and the two longest names (25 and 26 characters)."""
+    assert len(vocab) == V
+    train = encode_names(names[:300], vocab)
+    models = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the trainer runs
+    try:
+        for arch, nonlinearity in VARIANTS:
+            model = _model(arch, nonlinearity)
+            optimizer = make_optimizer(model, 1e-2)
+            for _ in range(2):
+                train_epoch(model, train, optimizer)
+            models[arch, nonlinearity] = model
+    finally:
+        torch.set_num_threads(threads)
+    longest = encode_names(sorted(names, key=len)[-2:], vocab)
+    assert [e.x.shape[0] for e in longest] == [25, 26]
+    return models, longest
+
+
+@pytest.mark.parametrize("arch,nonlinearity", VARIANTS)
+@pytest.mark.parametrize("training", [False, True])
+def test_fast_gradient_equals_autograd_at_trained_weights(
+    arch, nonlinearity, training, trained, one_thread
+):
+    """Trained weights carry gradient far back: the longest real names, 30 random characters."""
+    models, longest = trained
+    model = copy.deepcopy(models[arch, nonlinearity])
+    model.train(training)
+    for e in [*longest, _example(30, seed=30), _example(13, seed=13)]:
+        _check_fast_gradient(model, e)
+
+
+def _truncated_backprop_grads(model, e: Example, K: int) -> dict:
+    """Autograd's gradient (eval mode) with backpropagation through time cut off after K steps.
+
+    Each step's loss reaches back through at most K steps: the state K steps before it is
+    taken from a no-grad pass over the whole name, as a constant.
+    """
+    model.eval()
+    T = e.x.shape[0]
+    with torch.no_grad():
+        states = [None]  # states[t]: the state before step t (None: zeros)
+        for t in range(T):
+            states.append(model(e.x[t : t + 1], states[-1])[1])
+    params = [p for _, p in model.named_parameters()]
+    total = [torch.zeros_like(p) for p in params]
+    for s in range(T):
+        a = max(0, s - K + 1)
+        logits, _ = model(e.x[a : s + 1], states[a])
+        loss = F.cross_entropy(logits[-1:], e.y[s : s + 1]) / T
+        for acc, g in zip(total, torch.autograd.grad(loss, params)):
+            acc += g
+    return {n: g for (n, _), g in zip(model.named_parameters(), total)}
+
+
+@pytest.mark.parametrize("arch,nonlinearity", VARIANTS)
+def test_the_gradient_checks_would_catch_truncated_backprop(arch, nonlinearity, trained, one_thread):
+    """At the scaled and the trained weights, on names of 25 to 30 steps, a gradient that cut
+    backpropagation through time after 15 or 20 steps is off by over 10 x GRAD_RTOL."""
+    models, longest = trained
+    cases = [(_model(arch, nonlinearity, SCALED), _example(30, seed=30))]
+    cases += [(copy.deepcopy(models[arch, nonlinearity]), e) for e in [*longest, _example(30, seed=30)]]
+    for k, (model, e) in enumerate(cases):
+        model.eval()
+        _, full = _autograd_loss_and_grads(model, e)
+        if k == 0:  # the helper itself: uncut, it is autograd's gradient
+            uncut = _truncated_backprop_grads(model, e, K=e.x.shape[0])
+            assert max(_relative_errors(uncut, full).values()) < GRAD_RTOL
+        for K in (15, 20):
+            cut = _truncated_backprop_grads(model, e, K)
+            assert max(_relative_errors(cut, full).values()) > 10 * GRAD_RTOL, (K, e.x.shape[0])
 
 
 def test_fast_gradient_declines_several_layers():
