@@ -71,6 +71,13 @@ def test_notebook_outputs_are_stripped_by_a_git_filter():
     attributes = committed(".gitattributes")
     assert re.search(r"^\*\.ipynb\s.*filter=nbstripout", attributes, re.M)
     assert "nbstripout" in committed("pyproject.toml")
+    readme = committed("README.md")
+    assert f"nbstripout --install && git config filter.nbstripout.extrakeys {EXTRA_KEYS}" in readme
+
+
+# What the README's Jupyter command configures the filter to strip besides outputs: JupyterLab
+# writes the kernel's language_info (with the Python version) into every notebook it saves.
+EXTRA_KEYS = "metadata.language_info"
 
 
 def test_committed_notebooks_are_what_the_filter_would_commit():
@@ -81,7 +88,8 @@ def test_committed_notebooks_are_what_the_filter_would_commit():
     for p in committed_files("notebooks/"):
         if p.endswith(".ipynb"):
             text = committed(p)
-            out = subprocess.run([sys.executable, "-m", "nbstripout"], input=text, capture_output=True, text=True)
+            out = subprocess.run([sys.executable, "-m", "nbstripout", "--extra-keys", EXTRA_KEYS],
+                                 input=text, capture_output=True, text=True)
             assert out.returncode == 0 and out.stdout == text, f"{p}: commit it as `nbstripout < {p}` writes it"
 
 
