@@ -201,3 +201,16 @@ def test_bad_parameter_stops_before_training(tmp_path):
     assert "EPOCHS" in str(e) and "EPOCHS" in e.evalue
     assert "Experiment(" in e.source  # the Experiment cell, not training
     assert not (tmp_path / "metrics").exists()
+
+
+def test_comparison_without_runs_shows_the_reference_and_writes_nothing(tmp_path):
+    """A student opens comparison.ipynb before running anything: the committed reference, read only."""
+    reference = NOTEBOOK_DIR.parent / "results" / "reference"
+    before = {p: p.stat().st_mtime_ns for p in reference.rglob("*")}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    executed = execute(COMPARISON, tmp_path / "out", {"RESULTS_DIR": str(mine)})
+    assert list(mine.iterdir()) == []
+    assert {p: p.stat().st_mtime_ns for p in reference.rglob("*")} == before
+    text = json.dumps(read(executed).cells)
+    assert "No runs in" in text and "nn.GRU" in text
