@@ -282,33 +282,37 @@ class ResultsFolder:
     def discard(self, folder: Path) -> None:
         """Delete what a run owns in ``folder`` (staging or replaced results); keep everything else.
 
-        A marked staging folder is entirely the run's own and goes. A replaced results
-        folder loses exactly the files its manifest lists; anything else in it (say, a
-        file someone saved there during the run) is moved back into ``--out``.
+        A marked staging folder is entirely the run's own and goes, as does a folder with
+        neither mark nor manifest (files a killed run's worker wrote after its staging
+        folder was removed). A replaced results folder loses exactly the files its manifest
+        lists; anything else in it (say, a file someone saved there during the run) is moved
+        back into ``--out``, and only then does the manifest go.
         """
-        if (folder / MARKER).exists():
+        listed = read_manifest(folder)
+        if (folder / MARKER).exists() or listed is None:
+            # A staging folder, or what a killed run's last processes wrote after it was
+            # removed: never a user's file, since those only ever sit beside a manifest.
             rmtree(folder)
             return
-        for rel in read_manifest(folder) or []:
+        for rel in listed:
             p = folder / rel
             if p.is_file() or p.is_symlink():
                 unlink(p)
-        if (folder / MANIFEST).exists():
-            unlink(folder / MANIFEST)
+        self._carry_back(folder)  # before the manifest goes, so a kill here repeats this step
+        unlink(folder / MANIFEST)
         _prune_empty(folder)
-        if folder.exists():
-            self._carry_back(folder)
 
     def _carry_back(self, folder: Path) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for rel in files_in(folder):
+            if rel in (MANIFEST, MARKER):
+                continue
             dest = self.path / rel
             if dest.exists() or dest.is_symlink():
                 dest = self.path / f"kept-{stamp}" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             rename(folder / rel, dest)
             self.notes.append(f"kept {dest} (it was not written by the study)")
-        _prune_empty(folder)
 
     def recover(self) -> None:
         """Clean up after runs that were killed (call with the lock held).

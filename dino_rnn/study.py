@@ -125,6 +125,24 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT) -> J
     return job
 
 
+def _die_with_parent() -> None:
+    """In a worker: be killed when the study's process dies, even by SIGKILL (Linux).
+
+    Otherwise a worker of a killed study would go on writing into its staging folder after
+    the next run had cleaned it up. (Its kernel exits when the worker does: jupyter_client
+    tells it its parent.)
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+
+
 def diverged_runs(results_dir) -> list[str]:
     """Runs whose metrics say the loss became NaN or infinite."""
     out = []
@@ -232,7 +250,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent)
         try:
             futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout): i for i in order}
             bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0)

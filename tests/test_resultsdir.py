@@ -323,3 +323,16 @@ def test_a_second_study_is_refused_and_a_dead_one_does_not_block(tmp_path):
         holder.wait(timeout=30)
     with R.ResultsFolder(out).lock():  # the kernel released the dead process's lock
         pass
+
+
+def test_what_a_killed_runs_last_processes_wrote_is_removed_not_carried_in(tmp_path):
+    """A worker that outlived its killed study recreated part of its staging folder (no mark, no
+    manifest): that is debris, never a user's file; the results stay as they were."""
+    out = tmp_path / "out"
+    earlier_study(out)
+    f = R.ResultsFolder(out)
+    debris = f.work / "staging-20260101-000000-123"
+    write(debris, {"html/seed0/01_quick.html": b"<html>late</html>"})
+    with f.lock():
+        f.recover()
+    assert content(out) == OLD and leftovers(f) == []

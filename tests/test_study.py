@@ -381,3 +381,33 @@ def test_diverged_model_is_marked_not_reported_as_a_result(tmp_path, notebook_di
     assert "| nn.RNN " in md and "| 0 (+1 failed)" in md
     S.print_summary(result)
     assert "diverged: nn.RNN seed 0" in capsys.readouterr().out
+
+
+def test_a_killed_studys_workers_and_kernels_die_with_it(tmp_path, notebook_dir):
+    """Otherwise they would go on writing into a staging folder the next run has cleaned up."""
+    import os
+
+    pids = tmp_path / "pids.txt"
+    nbformat.write(notebook(f"import os, time\nopen({str(pids)!r}, 'w').write(f'{{os.getppid()}} {{os.getpid()}}')\n"
+                            "time.sleep(120)"), notebook_dir / "01_slow.ipynb")
+    out = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-c", RUN, str(notebook_dir), str(out), "--epochs", "1", "--jobs", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (pids.exists() and pids.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.2)
+    worker, kernel = map(int, pids.read_text().split())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return open(f"/proc/{pid}/stat").read().split()[2] != "Z"  # a zombie has exited
+
+    deadline = time.time() + 20
+    while (alive(worker) or alive(kernel)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not alive(worker) and not alive(kernel)
