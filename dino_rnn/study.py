@@ -242,8 +242,9 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             )
     for j in result.jobs:
         Path(j.output).parent.mkdir(parents=True, exist_ok=True)
-    # Longest first (as long as the previous run took), so no long notebook starts last.
-    order = longest_first(result.jobs, previous_seconds(folder.path))
+    # Longest first (as long as the previous run here took, else the committed reference's run),
+    # so no long notebook starts last.
+    order = longest_first(result.jobs, previous_seconds(folder.path) or previous_seconds(REFERENCE))
     log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {folder.path}")
     # Workers inherit one intra-op thread each: the per-name work is too small to share.
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}

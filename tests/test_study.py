@@ -284,6 +284,21 @@ def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
     assert S.previous_seconds(tmp_path / "none") == {}
 
 
+def test_a_first_study_orders_the_jobs_by_the_committed_reference(tmp_path, notebook_dir, monkeypatch):
+    order = tmp_path / "order.txt"
+    for name in ("01_a", "02_b"):
+        nbformat.write(notebook(f"open({str(order)!r}, 'a').write('{name} ')"), notebook_dir / f"{name}.ipynb")
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    (ref / "study.json").write_text(json.dumps({"jobs": [
+        {"notebook": "01_a.ipynb", "seed": 0, "seconds": 20.0},
+        {"notebook": "02_b.ipynb", "seed": 0, "seconds": 130.0},
+    ]}))
+    monkeypatch.setattr(S, "REFERENCE", ref)
+    main(["study", "--epochs", "1", "--out", str(tmp_path / "fresh"), "--jobs", "1"])
+    assert order.read_text().split() == ["02_b", "01_a"]
+
+
 def test_a_hung_cell_fails_its_notebook_not_the_study(tmp_path, notebook_dir, capsys):
     nbformat.write(notebook("import time\ntime.sleep(600)"), notebook_dir / "01_hung.ipynb")
     nbformat.write(notebook("print('fine')"), notebook_dir / "02_fine.ipynb")
