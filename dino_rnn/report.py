@@ -565,7 +565,7 @@ def plot_model(runs: list[dict], arch: str, published: pd.DataFrame | None = Non
     """
     import matplotlib.pyplot as plt
 
-    fig, ax = (plt.subplots(figsize=(5.4, 4.2), layout="constrained") if ax is None else (ax.figure, ax))
+    fig, ax = (plt.subplots(figsize=(4.6, 3.9), layout="constrained") if ax is None else (ax.figure, ax))
     label = next(m["label"] for m in runs if m["architecture"] == arch)
     pub = published.loc[arch] if published is not None and arch in published.index else None
     n = 0
