@@ -35,6 +35,7 @@ PROBE = """(() => {
   const doc = document.documentElement;
   return JSON.stringify({
     title: document.title,
+    font: getComputedStyle(document.body).fontFamily,
     images: imgs.length,
     broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || i.src.slice(0, 80)),
     tables: document.querySelectorAll('table').length,
