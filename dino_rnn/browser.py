@@ -49,7 +49,8 @@ PROBE = """(() => {
     links: [...document.links].map(a => a.getAttribute('href')),
     tooWide: [...document.querySelectorAll('body *')].filter(e => {
       const r = e.getBoundingClientRect();
-      return r.width > 0 && r.right > window.innerWidth + 1 && !e.closest('.scroll, pre, .jp-OutputArea-output, table, math');
+      return r.width > 0 && (r.right > window.innerWidth + 1 || r.left < -1)
+        && !e.closest('.scroll, pre, .jp-OutputArea-output, table, math');
     }).slice(0, 5).map(e => e.tagName + (e.className ? '.' + String(e.className).split(' ')[0] : '')),
   });
 })()"""

@@ -1,9 +1,12 @@
 """The study runner behind ``dino-rnn study``: every notebook through papermill, then the report.
 
 For each seed, every model notebook (``notebooks/NN_*.ipynb``) runs once with the same
-parameters, in parallel worker processes (``jobs``). Executed notebooks are kept and
-exported to HTML; the comparison table and plots are written from the metrics the
-notebooks wrote; ``comparison.ipynb`` runs last and becomes the report people open first.
+parameters, in parallel worker processes (``jobs``). Executed notebooks are kept (showing
+the results folder, never the staging folder they ran in); the comparison table and plots
+are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
+:mod:`dino_rnn.site` writes ``html/index.html``, the page people open first, and every
+notebook's two HTML reports. The terminal shows one progress bar and one line per finished
+notebook (``quiet``: neither).
 
 Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.resultsdir`:
 by default ``results/study/`` (ignored by git), never the committed ``results/reference/``
