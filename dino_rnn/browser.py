@@ -42,6 +42,7 @@ PROBE = """(() => {
     rows: document.querySelectorAll('tbody tr').length,
     math: document.querySelectorAll('math').length,
     scripts: document.scripts.length,
+    boxScrolls: [...document.querySelectorAll('.scroll')].map(e => e.scrollWidth > e.clientWidth + 1),
     width: window.innerWidth,
     scrollWidth: doc.scrollWidth,
     height: doc.scrollHeight,
