@@ -1,4 +1,5 @@
-"""The command line: ``dino-rnn study`` runs the whole study, ``dino-rnn bench`` the speed benchmark.
+"""The command line: ``dino-rnn study`` runs the whole study, ``dino-rnn report`` rebuilds its HTML,
+``dino-rnn bench`` runs the speed benchmark.
 
 Bad input is refused before any work with one line and exit status 2; a study in which
 a notebook failed or a model diverged exits with status 1.
@@ -37,7 +38,45 @@ def _study_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="a quick run with tiny parameters, to check everything works")
     p.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                    help="fail a notebook whose cell runs longer than this (default 1800)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar and no line per notebook: only the summary at the end (for CI logs)")
     return p
+
+
+def _report_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="rebuild the HTML reports of a results folder (html/index.html and every notebook's), training nothing",
+        description="Rebuild RESULTS/html from the files a study left there: index.html (the study at a glance) "
+        "and every executed notebook as two reports, without and with its code. Writes only RESULTS/html "
+        "(and lists its files in RESULTS/.dino-rnn.json).",
+    )
+    p.add_argument("results", nargs="?", default=None, metavar="RESULTS",
+                   help="a results folder written by dino-rnn study (default: results/study; "
+                   "results/reference for the committed one)")
+    p.add_argument("--screenshot", metavar="PNG", default=None,
+                   help="also open index.html in headless Chromium and save a screenshot of its top here")
+    return p
+
+
+def report(args) -> int:
+    from .resultsdir import STUDY
+    from .site import rebuild
+
+    results = args.results if args.results is not None else STUDY
+    command = " ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else "dino-rnn report"
+    index = rebuild(results, command=command)
+    print(f"report: {index}")
+    if args.screenshot:
+        from .browser import BrowserUnavailable, screenshot
+
+        try:
+            page = screenshot(index, args.screenshot)
+        except BrowserUnavailable as e:
+            print(f"dino-rnn: error: no screenshot: {e}", file=sys.stderr)
+            return 2
+        print(f"screenshot: {args.screenshot} ({page.width} px wide)")
+    return 0
 
 
 def study(args) -> int:
@@ -58,6 +97,7 @@ def study(args) -> int:
         data=args.data,
         jobs=args.jobs,
         extra=SMOKE["extra"] if args.smoke else None,
+        quiet=args.quiet,
     )
     print_summary(result)
     return 0 if result.ok else 1
@@ -72,6 +112,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="dino-rnn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _study_parser(sub)
+    _report_parser(sub)
     sub.add_parser("bench", help="time the trainer against published-style loops", add_help=False)
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
@@ -84,12 +125,15 @@ def main(argv=None) -> int:
     if in_main:
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        return study(args)
+        return report(args) if args.command == "report" else study(args)
     except (ParameterError, DataError) as e:
         print(f"dino-rnn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        where = "results/reference" if args.reference else (args.out or "results/study")
+        if args.command == "report":
+            where = args.results or "results/study"
+        else:
+            where = "results/reference" if args.reference else (args.out or "results/study")
         print(f"dino-rnn: interrupted; the previous results in {where} are untouched", file=sys.stderr)
         return 130
     finally:

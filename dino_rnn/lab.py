@@ -377,20 +377,24 @@ def plot_anbn(result: dict):
     """Training and validation loss per epoch of every aⁿbⁿ model, overlaid (two panels)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    from .report import STYLES
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
     for i, key in enumerate(k for k in ANBN_ORDER if k in result["models"]):
         m = result["models"][key]
+        color, ls, marker = STYLES[i % len(STYLES)]  # colour, line style and marker: apart in grayscale too
         for ax, curve in zip(axes, ("train_loss", "valid_loss")):
             y = m["history"][curve]
-            ax.plot(np.arange(1, len(y) + 1), y, color=f"C{i}", ls="--" if key.endswith("_adam") else "-", label=f"{m['label']} ({m['learnable_parameters']} params)")
+            every = max(1, len(y) // 8)
+            ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, marker=marker, ms=5, markevery=(i * every // 4, every),
+                    label=f"{m['label']} ({m['learnable_parameters']} params)")
     for ax, title in zip(axes, ("training loss (mean over the epoch)", "validation loss")):
         ax.set(xlabel="epoch", title=title)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("cross-entropy (nats / token)")
-    axes[1].legend(fontsize=8)
+    axes[0].set_ylabel("cross-entropy (nats per token, log scale)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
     fig.suptitle(f"aⁿbⁿ, seed {result['parameters']['seed']}: the lab's three models" + (" and the Adam control" if "numpy_lstm_adam" in result["models"] else ""))
-    fig.tight_layout()
     return fig
 
 
@@ -417,6 +421,11 @@ def _pm(values, digits: int = 4, pct: bool = False) -> str:
 
 def anbn_table(runs: list[dict]) -> str:
     """The aⁿbⁿ table in Markdown: one row per model, mean ± std over seeds."""
+    return anbn_frame(runs).to_markdown(index=False, disable_numparse=True)
+
+
+def anbn_frame(runs: list[dict]):
+    """The aⁿbⁿ table as text cells (a DataFrame): one row per model, mean ± std over seeds."""
     import pandas as pd
 
     rows = []
@@ -441,22 +450,26 @@ def anbn_table(runs: list[dict]) -> str:
                 "Seconds": _pm([m["seconds"] for m in ms], 1),
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows)
+
+
+def select_anbn(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """One setting per table (as in the Dino Names table): the runs of the most common one, and the others."""
+    key = lambda r: json.dumps({k: v for k, v in r["parameters"].items() if k != "seed"}, sort_keys=True)  # noqa: E731
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[key(r)] = counts.get(key(r), 0) + 1
+    if not counts:
+        return [], []
+    chosen = max(counts, key=counts.get)
+    return [r for r in runs if key(r) == chosen], [r for r in runs if key(r) != chosen]
 
 
 def anbn_section(results_dir) -> str | None:
     """A Markdown section ``## aⁿbⁿ: the NumPy lab`` from ``anbn/*.json``; None if there are none."""
-    runs = load_anbn(results_dir)
+    runs, left_out = select_anbn(load_anbn(results_dir))
     if not runs:
         return None
-    # One setting per table (as in the Dino Names table): the most common one; the others are named.
-    key = lambda r: json.dumps({k: v for k, v in r["parameters"].items() if k != "seed"}, sort_keys=True)  # noqa: E731
-    counts = {}
-    for r in runs:
-        counts[key(r)] = counts.get(key(r), 0) + 1
-    chosen = max(counts, key=counts.get)
-    left_out = [r for r in runs if key(r) != chosen]
-    runs = [r for r in runs if key(r) == chosen]
     seeds = [r["parameters"]["seed"] for r in runs]
     p, t = runs[0]["parameters"], runs[0]["task"]
     base = t.get("always_b_accuracy", {}).get("test")
@@ -496,6 +509,7 @@ __all__ = [
     "plot_anbn",
     "load_anbn",
     "anbn_table",
+    "anbn_frame",
     "anbn_section",
     "NUMPY_LABELS",
     "ANBN_LABELS",

@@ -41,6 +41,18 @@ SETTINGS = ("epochs", "lr", "hidden_size", "num_layers", "max_names", "nonlinear
 # Seed-by-seed agreement with the reference: losses within this are "the same".
 MATCH_TOLERANCE = 1e-6
 STUDY_JSON = "study.json"
+# Plots: the loss with its unit; per model a colour (Okabe–Ito, safe for colour-blind readers),
+# a line style and a marker, so that curves stay apart in grayscale too.
+LOSS_LABEL = "cross-entropy (nats per character)"
+STYLES = [
+    ("#0072B2", "-", "o"),
+    ("#E69F00", "--", "s"),
+    ("#009E73", "-.", "^"),
+    ("#D55E00", ":", "D"),
+    ("#CC79A7", (0, (5, 1.5)), "v"),
+    ("#56B4E9", (0, (3, 1, 1, 1, 1, 1)), "P"),
+]
+TRAIN_COLOR, VALID_COLOR = "#0072B2", "#D55E00"
 
 
 # ---------------------------------------------------------------------------
@@ -49,22 +61,27 @@ STUDY_JSON = "study.json"
 
 
 def plot_history(history, title: str = "", ax=None, train_label: str = "training (dropout on)"):
-    """Training and validation loss per epoch, the best epoch marked. Returns the figure."""
+    """Training and validation loss per epoch, the best epoch marked. Returns the figure.
+
+    Training is a solid line, validation a dashed one (readable in grayscale); the legend
+    sits below the axes, where it covers no curve.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = (plt.subplots(figsize=(6.4, 4)) if ax is None else (ax.figure, ax))
+    fig, ax = (plt.subplots(figsize=(6.4, 4.2), layout="constrained") if ax is None else (ax.figure, ax))
     tr = history.train_loss if hasattr(history, "train_loss") else history["train_loss"]
     va = history.valid_loss if hasattr(history, "valid_loss") else history["valid_loss"]
     best = history.best_epoch if hasattr(history, "best_epoch") else history.get("best_epoch", 0)
     epochs = np.arange(1, len(tr) + 1)
-    ax.plot(epochs, tr, label=train_label)
-    ax.plot(epochs, va, label="validation")
+    ax.plot(epochs, tr, color=TRAIN_COLOR, ls="-", label=train_label)
+    ax.plot(epochs, va, color=VALID_COLOR, ls="--", label="validation")
     if best:
-        ax.axvline(best, color="grey", ls=":", lw=1)
-        ax.annotate(f"best epoch {best}", (best, va[best - 1]), textcoords="offset points", xytext=(5, 8), fontsize=8)
-    ax.set(xlabel="epoch", ylabel="cross-entropy (nats / character)", title=title)
+        ax.axvline(best, color="0.45", ls=":", lw=1)
+        ax.plot([best], [va[best - 1]], ls="none", marker="o", mfc="white", mec="black", ms=6,
+                label=f"best validation: epoch {best}, {va[best - 1]:.3f}")
+    ax.set(xlabel="epoch", ylabel=LOSS_LABEL, title=title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     return fig
 
 
@@ -345,8 +362,8 @@ def _pm(mean, std, digits=4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
-    """The comparison as a Markdown table: ours (mean ± std over seeds) beside the published."""
+def comparison_frame(summary: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table as text cells: ours (mean ± std over seeds) beside the published."""
     rows = []
     for _, r in summary.iterrows():
         pub = lambda k: f"{r[k]:.4f}" if k in r and not pd.isna(r.get(k)) else "—"  # noqa: E731
@@ -366,7 +383,12 @@ def markdown_table(summary: pd.DataFrame) -> str:
                 "s / epoch": _pm(r.seconds_per_epoch_mean, None, 2),
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows)
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The comparison as a Markdown table (see :func:`comparison_frame`)."""
+    return to_markdown(comparison_frame(summary))
 
 
 def samples_table(runs: list[dict], real_names: list[str] | None = None) -> pd.DataFrame:
@@ -387,7 +409,8 @@ def samples_table(runs: list[dict], real_names: list[str] | None = None) -> pd.D
     return pd.DataFrame(out)
 
 
-def samples_markdown(table: pd.DataFrame) -> str:
+def samples_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """The samples summary (:func:`samples_table`) as text cells."""
     rows = []
     for _, r in table.iterrows():
         rows.append(
@@ -400,10 +423,15 @@ def samples_markdown(table: pd.DataFrame) -> str:
                 "Real names: mean length": f"{r.real_mean_length:.1f}",
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows)
 
 
-def paired_markdown(pairs: pd.DataFrame, labels: dict[str, str]) -> str:
+def samples_markdown(table: pd.DataFrame) -> str:
+    return to_markdown(samples_frame(table))
+
+
+def paired_frame(pairs: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """Which model's test loss is lower than which, paired by seed, as text cells."""
     rows = []
     for _, r in pairs.iterrows():
         winner, loser = (r.a, r.b) if r.lower == r.a else (r.b, r.a)
@@ -417,7 +445,33 @@ def paired_markdown(pairs: pd.DataFrame, labels: dict[str, str]) -> str:
                 "holds on every seed": "yes" if r.holds_on_every_seed else "no",
             }
         )
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows)
+
+
+def paired_markdown(pairs: pd.DataFrame, labels: dict[str, str]) -> str:
+    return to_markdown(paired_frame(pairs, labels))
+
+
+def greedy_frame(runs: list[dict]) -> pd.DataFrame:
+    """The greedy names of the first seed, one row per start letter, one column per model.
+
+    A name that is in the training list is marked "(known)".
+    """
+    seeds = [m["parameters"]["seed"] for m in runs if m.get("samples")]
+    if not seeds:
+        return pd.DataFrame()
+    first = min(seeds)
+    cols = {
+        m["label"]: {r["start"]: r["name"] + ("" if r["new"] else " (known)") for r in m["samples"]["greedy"]}
+        for m in runs
+        if m["parameters"]["seed"] == first and m.get("samples")
+    }
+    return pd.DataFrame(cols).rename_axis(f"start (seed {first})")
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """A frame of text cells as a Markdown table (as written to comparison.md)."""
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 # ---------------------------------------------------------------------------
@@ -431,59 +485,134 @@ def _curves(runs: list[dict], arch: str, key: str) -> np.ndarray:
     return np.array([h[:n] for h in hs])
 
 
+def model_style(arch: str) -> dict:
+    """A model's colour, line style and marker: the same in every plot, and apart in grayscale."""
+    i = _rank(arch)
+    color, ls, marker = STYLES[i % len(STYLES)]
+    return {"color": color, "ls": ls, "marker": marker}
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' * (n != 1)}"
+
+
+def _zoom(ax, curves, published_values=()) -> None:
+    """y-limits that show where the models differ: from the lowest point to the second epoch's level."""
+    values = np.concatenate([c[:, 1:].ravel() if c.shape[1] > 1 else c.ravel() for c in curves if c.size] or [np.array([])])
+    values = np.concatenate([values, np.asarray(list(published_values), dtype=float)])
+    values = values[np.isfinite(values)]
+    if values.size:
+        lo, hi = values.min(), values.max()
+        pad = 0.06 * max(hi - lo, 0.05)
+        ax.set_ylim(lo - pad, hi + pad)
+
+
 def plot_overlay(runs: list[dict], published: pd.DataFrame | None = None):
-    """Every model's validation curve: the mean over seeds, a band of ± one std."""
+    """Every model's validation curve (mean over seeds), the spread at the last epoch, the published figures.
+
+    Bands of six models overlap into one; here each model is one line (its own colour, line
+    style and marker), its spread over seeds is an error bar (± one standard deviation at the
+    last epoch) right of the curves, and the published validation losses are hollow stars,
+    labelled. The legend sits below the axes.
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    archs = sorted({m["architecture"] for m in runs}, key=_rank)
+    fig, ax = plt.subplots(figsize=(7.6, 5.6), layout="constrained")
+    archs = [a for a in sorted({m["architecture"] for m in runs}, key=_rank) if _curves(runs, a, "valid_loss").size]
     labels = {m["architecture"]: m["label"] for m in runs}
-    for i, arch in enumerate(archs):
+    all_curves, pub_values = [], []
+    last = 0
+    for arch in archs:
         c = _curves(runs, arch, "valid_loss")
-        if not c.size:
-            continue
-        color = f"C{i}"
+        all_curves.append(c)
+        last = max(last, c.shape[1])
+    for i, arch in enumerate(archs):
+        c = all_curves[i]
+        st = model_style(arch)
         x = np.arange(1, c.shape[1] + 1)
         mean = c.mean(0)
-        ax.plot(x, mean, color=color, label=f"{labels[arch]} ({len(c)} seed{'s' * (len(c) > 1)})")
+        every = max(1, c.shape[1] // 8)
+        ax.plot(x, mean, color=st["color"], ls=st["ls"], lw=1.8, marker=st["marker"], ms=5,
+                markevery=(i % every, every), label=f"{labels[arch]} ({_seeds(len(c))})")
         if len(c) > 1:
-            sd = c.std(0, ddof=1)
-            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+            xe = last + 1.2 + 0.9 * i
+            ax.errorbar([xe], [mean[-1]], yerr=[c[:, -1].std(ddof=1)], color=st["color"], marker=st["marker"],
+                        ms=5, capsize=3, lw=1.4)
         if published is not None and arch in published.index:
-            ax.axhline(published.loc[arch, "validation_loss"], color=color, ls=":", lw=1)
-    ax.set(xlabel="epoch", ylabel="validation cross-entropy", title="Validation loss per epoch (dotted: published best)")
+            v = float(published.loc[arch, "validation_loss"])
+            pub_values.append(v)
+            ax.plot([c.shape[1]], [v], ls="none", marker="*", ms=13, mfc="white", mec=st["color"], mew=1.6)
+    if pub_values:
+        ax.plot([], [], ls="none", marker="*", ms=13, mfc="white", mec="black", mew=1.4,
+                label="published validation loss (one run each)")
+    if archs and max(len(c) for c in all_curves) > 1:
+        ax.axvspan(last + 0.6, last + 1.8 + 0.9 * (len(archs) - 1), color="0.93", zorder=0)
+        ax.text(last + 1.2 + 0.45 * (len(archs) - 1), 1.0, "spread at\nepoch %d\n(± 1 std)" % last,
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7.5, color="0.3")
+    _zoom(ax, all_curves, pub_values)
+    ax.set(xlabel="epoch", ylabel=f"validation {LOSS_LABEL}", title="Validation loss per epoch (mean over seeds)")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
     return fig
 
 
-def plot_by_model(runs: list[dict]):
-    """One panel per model: mean training and validation curves with a band over seeds."""
+def plot_model(runs: list[dict], arch: str, published: pd.DataFrame | None = None, ax=None, legend: bool = True):
+    """One model: mean training and validation curves over seeds, a band of ± one std, the published figures.
+
+    Returns the figure. Training is solid, validation dashed; the published training and
+    validation losses are labelled horizontal lines.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(4.6, 3.9), layout="constrained") if ax is None else (ax.figure, ax))
+    label = next(m["label"] for m in runs if m["architecture"] == arch)
+    pub = published.loc[arch] if published is not None and arch in published.index else None
+    n = 0
+    for key, color, ls, what in (("train_loss", TRAIN_COLOR, "-", "training"), ("valid_loss", VALID_COLOR, "--", "validation")):
+        c = _curves(runs, arch, key)
+        if not c.size:
+            continue
+        n = len(c)
+        x = np.arange(1, c.shape[1] + 1)
+        mean = c.mean(0)
+        ax.plot(x, mean, color=color, ls=ls, lw=1.8, label=f"{what} (mean)")
+        if len(c) > 1:
+            sd = c.std(0, ddof=1)
+            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.18, lw=0,
+                            hatch="...." if key == "valid_loss" else None, label=f"{what} ± 1 std")
+        if pub is not None:
+            v = float(pub["train_loss" if key == "train_loss" else "validation_loss"])
+            ax.axhline(v, color=color, ls=":", lw=1.2)
+            ax.annotate(f"published {what} {v:.3f}", (0.97, v), xycoords=("axes fraction", "data"),
+                        xytext=(0, -3 if key == "valid_loss" else 3), textcoords="offset points",
+                        ha="right", va="top" if key == "valid_loss" else "bottom", fontsize=7.5, color=color,
+                        bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1})
+    ax.set_title(f"{label} ({_seeds(n)})", fontsize=10)
+    ax.set(xlabel="epoch", ylabel=LOSS_LABEL)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_by_model(runs: list[dict], published: pd.DataFrame | None = None):
+    """One panel per model (see :func:`plot_model`), sharing the y-axis; one legend below."""
     import matplotlib.pyplot as plt
 
     archs = sorted({m["architecture"] for m in runs if m["status"] == "ok"}, key=_rank)
-    labels = {m["architecture"]: m["label"] for m in runs}
     cols = min(3, max(1, len(archs)))
     rows = math.ceil(len(archs) / cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows + 0.5), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, arch in zip(axes.flat, archs):
-        for key, color in (("train_loss", "C0"), ("valid_loss", "C1")):
-            c = _curves(runs, arch, key)
-            x = np.arange(1, c.shape[1] + 1)
-            ax.plot(x, c.mean(0), color=color, label=key.replace("_loss", "").replace("valid", "validation"))
-            if len(c) > 1:
-                sd = c.std(0, ddof=1)
-                ax.fill_between(x, c.mean(0) - sd, c.mean(0) + sd, color=color, alpha=0.2, lw=0)
-        ax.set_title(f"{labels[arch]} ({len(c)} seed{'s' * (len(c) > 1)})", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(archs) :]:
+        plot_model(runs, arch, published, ax=ax, legend=False)
+        ax.label_outer()
+    for ax in list(axes.flat)[len(archs):]:
         ax.set_visible(False)
-    axes.flat[0].set_ylabel("cross-entropy")
     if archs:
-        axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8.5, frameon=False)
     return fig
 
 
@@ -589,7 +718,8 @@ def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_
     write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections, summary, left_out))
     write_text(results_dir / "comparison.csv", summary.to_csv(index=False, float_format="%.6g"))
     write_text(results_dir / "per_seed.csv", per_seed_frame(runs).to_csv(index=False, float_format="%.6g"))
-    for name, fig in (("validation_curves.png", plot_overlay(runs, published)), ("curves_by_model.png", plot_by_model(runs))):
+    for name, fig in (("validation_curves.png", plot_overlay(runs, published)),
+                      ("curves_by_model.png", plot_by_model(runs, published))):
         save_figure(fig, results_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return summary

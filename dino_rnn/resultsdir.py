@@ -273,6 +273,28 @@ class ResultsFolder:
             except OSError as e:
                 self.notes.append(f"could not remove all of the previous results ({e}); the next run will")
 
+    def install(self, staged: Path, sub: str, files: list[str]) -> None:
+        """Put a rebuilt sub-folder (``html``, say, built in ``staged``) in place of the results' own.
+
+        The manifest first lists the new ``files`` (paths in the results folder), so a kill at
+        any moment leaves only files it lists; then the two folders are swapped in one step
+        (two renames where that is not available). The previous sub-folder ends up at
+        ``staged``, for the caller to discard with its staging folder.
+        """
+        listed = read_manifest(self.path) or []
+        if set(files) - set(listed):
+            write_json(self.path / MANIFEST, {"written_by": "dino-rnn study", "files": sorted(set(listed) | set(files))})
+        target = self.path / sub
+        if not target.exists():
+            rename(staged, target)
+            return
+        try:
+            exchange(staged, target)
+        except NotImplementedError:
+            old = staged.with_name(f"{staged.name}.previous")
+            rename(target, old)
+            rename(staged, target)
+
     def abandon(self, staging: Path) -> None:
         """Remove a staging folder of this process's own run (interrupted or failed)."""
         if staging.exists():

@@ -1,9 +1,12 @@
 """The study runner behind ``dino-rnn study``: every notebook through papermill, then the report.
 
 For each seed, every model notebook (``notebooks/NN_*.ipynb``) runs once with the same
-parameters, in parallel worker processes (``jobs``). Executed notebooks are kept and
-exported to HTML; the comparison table and plots are written from the metrics the
-notebooks wrote; ``comparison.ipynb`` runs last and becomes the report people open first.
+parameters, in parallel worker processes (``jobs``). Executed notebooks are kept (showing
+the results folder, never the staging folder they ran in); the comparison table and plots
+are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
+:mod:`dino_rnn.site` writes ``html/index.html``, the page people open first, and every
+notebook's two HTML reports. The terminal shows one progress bar and one line per finished
+notebook (``quiet``: neither).
 
 Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.resultsdir`:
 by default ``results/study/`` (ignored by git), never the committed ``results/reference/``
@@ -23,16 +26,18 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import params as P
-from .data import read_names, split_names
-from .files import write_json, write_text
+from .data import read_names, resolve_data_path, split_names
+from .files import write_json
 from .report import STUDY_JSON, load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, ResultsFolder
+from .site import HTML, INDEX, build_site, versions
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
@@ -54,7 +59,6 @@ class Job:
     seed: int
     parameters: dict
     output: str
-    html: str
     status: str = "pending"  # ok or failed
     message: str = ""
     seconds: float = 0.0
@@ -70,6 +74,8 @@ class StudyResult:
     parameters: dict = field(default_factory=dict)  # epochs, seeds, max_names, data, jobs
     reference: str = ""  # how the runs compare with the committed reference (one line)
     notes: list[str] = field(default_factory=list)
+    started: str = ""
+    finished: str = ""
 
     @property
     def failed(self) -> list[Job]:
@@ -86,16 +92,21 @@ def declared_parameters(path: Path) -> set[str]:
     return set(papermill.inspect_notebook(str(path)))
 
 
-def export_html(notebook: Path, dest: Path) -> None:
-    """The executed notebook as a self-contained HTML page (images inline)."""
-    from nbconvert import HTMLExporter
+# The kernels' own log: jupyter_client's kernels talk to their worker over loopback TCP and
+# log a warning about it at start-up, and an error when the interrupt that jupyter_client sends
+# before every shutdown lands while the kernel is finishing a reply. Neither is about the
+# notebook (a cell's errors and warnings are in the executed notebook), and on the terminal
+# they break the progress bar: the kernels log critical messages only.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
-    body, _ = HTMLExporter().from_filename(str(notebook))
-    write_text(dest, body)
 
+def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = ()) -> Job:
+    """Run one notebook (in a worker process); never raises: the job records what happened.
 
-def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT) -> Job:
-    """Run one notebook (in a worker process); never raises: the job records what happened."""
+    ``paths``: (results folder, staging folder, names file) — the executed notebook is
+    rewritten to show the results folder, not the staging folder it ran in (see
+    :func:`dino_rnn.site.clean_executed`).
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -110,6 +121,7 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT) -> J
             progress_bar=False,
             log_output=False,
             execution_timeout=cell_timeout,
+            extra_arguments=KERNEL_ARGUMENTS,
         )
         job.status = "ok"
     except PapermillExecutionError as e:
@@ -117,11 +129,13 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT) -> J
     except Exception as e:  # kernel died, notebook unreadable, ...
         job.status, job.message = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
     job.seconds = time.perf_counter() - t0
-    if Path(job.output).exists():
+    if paths and Path(job.output).exists():
+        from .site import clean_executed
+
         try:
-            export_html(Path(job.output), Path(job.html))
-        except Exception as e:  # the notebook result stands; the report is secondary
-            job.message = (job.message + f"; HTML export failed: {e}").lstrip("; ")
+            clean_executed(job.output, *paths)
+        except Exception as e:  # the notebook result stands
+            job.message = (job.message + f"; could not tidy the executed notebook: {e}").lstrip("; ")
     return job
 
 
@@ -188,6 +202,7 @@ def run_study(
     cell_timeout: float = CELL_TIMEOUT,
     command: str = "dino-rnn study",
     log=print,
+    quiet: bool = False,
 ) -> StudyResult:
     """Run every notebook for every seed, then write the comparison. See the module docstring.
 
@@ -196,6 +211,8 @@ def run_study(
     """
     folder, epochs, seeds, max_names, data, jobs, cell_timeout, report = check_inputs(
         out, epochs, seeds, max_names, data, jobs, reference, cell_timeout)
+    if quiet:
+        log = lambda *a, **k: None  # noqa: E731
     log(f"data: {report}")
     data_arg = str(Path(data).resolve()) if data is not None else None
     folder.check_owned()  # a folder that is not ours is refused before anything is written beside it
@@ -206,7 +223,7 @@ def run_study(
         result = StudyResult(out=str(folder.path), parameters={
             "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg, "jobs": jobs})
         try:
-            _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log)
+            _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log, quiet)
             folder.promote(staging)
         except BaseException:
             folder.abandon(staging)
@@ -216,9 +233,16 @@ def run_study(
     return result
 
 
-def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_timeout, reference, log) -> None:
+def _now() -> str:
+    """The local time with its UTC offset, to the second (as study.json records it)."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_timeout, reference, log,
+         quiet: bool = False) -> None:
     """The notebooks into ``staging``, then the report; ``result`` records what happened."""
     t0 = time.perf_counter()
+    result.started = _now()
     seeds, jobs = result.parameters["seeds"], result.parameters["jobs"]
     notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
     for seed in seeds:
@@ -237,7 +261,6 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
                     seed=seed,
                     parameters={k: v for k, v in base.items() if k in declared},
                     output=str(staging / "executed" / f"seed{seed}" / nb.name),
-                    html=str(staging / "html" / f"seed{seed}" / nb.with_suffix(".html").name),
                 )
             )
     for j in result.jobs:
@@ -246,21 +269,28 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # so no long notebook starts last.
     order = longest_first(result.jobs, previous_seconds(folder.path) or previous_seconds(REFERENCE))
     log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {folder.path}")
-    # Workers inherit one intra-op thread each: the per-name work is too small to share.
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    paths = (str(folder.path), str(staging), [str(resolve_data_path(result.parameters["data"]))])
+    # Workers inherit one intra-op thread each: the per-name work is too small to share. Their
+    # kernels draw tqdm's text bar, never the widget (which needs a script from the network).
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "DINO_RNN_PROGRESS": "text"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent)
         try:
-            futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout): i for i in order}
-            bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0)
+            futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout, paths): i for i in order}
+            # One bar for the whole study (on a terminal only: in a log it would be noise), and
+            # one line above it per finished notebook; quiet: neither.
+            bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0,
+                       disable=True if quiet else None, file=sys.stderr)
             for fut in as_completed(futures):
                 i = futures[fut]
                 job = result.jobs[i] = fut.result()
                 bar.update()
-                mark = {"ok": "ok"}.get(job.status, job.status.upper())
-                bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s){': ' + job.message if job.message else ''}")
+                if not quiet:
+                    mark = {"ok": "ok"}.get(job.status, job.status.upper())
+                    bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
+                              f"{': ' + job.message if job.message else ''}", file=sys.stdout)
             bar.close()
             pool.shutdown()
         except BaseException:
@@ -285,14 +315,23 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     try:
         write_comparison(staging, reference=reference)
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
-        comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON), str(staging / "html" / "comparison.html"))
-        comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout)
+        comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
+        comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths)
         if comp.status != "ok":
             result.report_error = f"{COMPARISON}: {comp.message}"
     except Exception as e:
         result.report_error = f"comparison: {type(e).__name__}: {e}".splitlines()[0]
     result.seconds = time.perf_counter() - t0
+    result.finished = _now()
     write_json(staging / STUDY_JSON, _summary(result))
+    # Last, from everything above: html/index.html and every notebook's two reports.
+    try:
+        build_site(folder.path, staging / HTML, staging=staging, generator="dino-rnn study",
+                   log=(lambda line: None) if quiet else log)
+    except Exception as e:
+        result.report_error = (result.report_error + "; " if result.report_error else "") + \
+            f"HTML: {type(e).__name__}: {e}".splitlines()[0]
+        write_json(staging / STUDY_JSON, _summary(result))
 
 
 def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:
@@ -303,7 +342,10 @@ def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:
 def _summary(result: StudyResult) -> dict:
     return {
         "parameters": result.parameters,
+        "started": result.started,
+        "finished": result.finished,
         "seconds": round(result.seconds, 1),
+        "versions": versions(),
         "ok": result.ok,
         "report_error": result.report_error,
         "diverged": result.diverged,
@@ -343,4 +385,4 @@ def print_summary(result: StudyResult, stream=None) -> None:
         w(f"  note: {note}\n")
     if result.reference:
         w(f"  against the committed reference: {result.reference}\n")
-    w(f"  table:   {out / 'comparison.md'}\n  report:  {out / 'html' / 'comparison.html'}\n")
+    w(f"  report:  {out / HTML / INDEX}\n  table:   {out / 'comparison.md'}\n")

@@ -197,12 +197,15 @@ def progress_bar(iterable, **kwargs):
 
     The text bar reads well in a terminal, in Jupyter and in papermill's executed notebooks
     (nbconvert keeps each stream's last line); ``tqdm.auto`` without ipywidgets would warn.
+    ``DINO_RNN_PROGRESS=text`` (set by ``dino-rnn study`` for its kernels) keeps the text bar:
+    a widget in an executed notebook needs a script from the network to draw.
     """
-    try:
-        import ipywidgets  # noqa: F401
+    import importlib.util
+    import os
 
+    if os.environ.get("DINO_RNN_PROGRESS") != "text" and importlib.util.find_spec("ipywidgets"):
         from tqdm.auto import tqdm
-    except ImportError:
+    else:
         from tqdm import tqdm
     return tqdm(iterable, mininterval=1.0, **kwargs)
 

@@ -105,13 +105,16 @@ def test_runs_write_only_ignored_folders():
     import subprocess
 
     probe = ["results/study/comparison.md", "results/notebooks/metrics/lstm-seed0.json",
-             "results/.study.dino-rnn/lock", "results/reference/html/comparison.html"]
+             "results/.study.dino-rnn/lock", "results/reference/html/comparison.html",
+             "results/reference/html/index.html", "results/reference/executed/seed1/03_lstm.ipynb",
+             "results/reference/checkpoints/lstm-seed0.pt", "results/.reference.dino-rnn/lock"]
     p = subprocess.run(["git", "check-ignore", "--no-index", *probe], cwd=ROOT, capture_output=True, text=True)
     assert sorted(p.stdout.split()) == sorted(probe)
-    tracked = ["results/reference/comparison.md", "results/reference/.dino-rnn.json"]
+    tracked = ["results/reference/comparison.md", "results/reference/.dino-rnn.json", "results/report.png",
+               "results/reference/executed/seed0/03_lstm.ipynb", "results/reference/executed/comparison.ipynb"]
     p = subprocess.run(["git", "check-ignore", "--no-index", *tracked], cwd=ROOT, capture_output=True, text=True)
     assert p.stdout == ""
-    assert set(tracked) <= set(committed_files("results/reference/"))
+    assert set(tracked) <= set(committed_files("results/"))
 
 
 def _table(text: str) -> list[str]:
@@ -134,3 +137,35 @@ def test_readme_table_is_the_generated_one():
     table = _table(generated)
     assert len(table) == 2 + 6  # header, rule, six models
     assert _table(block[1]) == table
+
+
+def test_readme_shows_the_reports_screenshot_at_the_top():
+    """The README opens on a screenshot of the committed results' index page (results/report.png)."""
+    import subprocess
+
+    head = committed("README.md").splitlines()[:12]
+    assert any(re.search(r"!\[[^\]]+\]\(results/report\.png\)", line) for line in head)
+    png = subprocess.run(["git", "show", "HEAD:results/report.png"], cwd=ROOT, capture_output=True).stdout
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1280
+    assert len(png) < 400_000  # the top of the page, not a multi-MB full-page capture
+
+
+def test_ci_installs_the_browser():
+    ci = committed(".ci/run")
+    assert "apt-get update" in ci and "apt-get install -y chromium" in ci
+    assert "browser tests will be skipped" in ci  # never silently
+
+
+def test_the_reference_keeps_what_its_report_needs_and_no_more():
+    """Seed 0's executed notebooks and the comparison's, with their outputs; no HTML, no checkpoints."""
+    files = committed_files("results/reference/")
+    executed = sorted(f for f in files if f.startswith("results/reference/executed/"))
+    assert executed == ["results/reference/executed/comparison.ipynb"] + [
+        f"results/reference/executed/seed0/{n}" for n in
+        ("01_rnn_from_scratch.ipynb", "02_rnn.ipynb", "03_lstm.ipynb", "04_gru.ipynb", "05_numpy_rnn_lstm.ipynb")]
+    for f in executed:
+        nb = json.loads(committed(f))
+        assert any(c.get("outputs") for c in nb["cells"]), f  # not stripped by the nbstripout filter
+    assert not [f for f in files if "/html/" in f or "/checkpoints/" in f]
+    listed = json.loads(committed("results/reference/.dino-rnn.json"))["files"]
+    assert {f.removeprefix("results/reference/") for f in files} - {".dino-rnn.json"} <= set(listed)

@@ -144,3 +144,106 @@ def test_runs_beside_the_reference_say_whether_they_match(tmp_path):
     assert "seed 0: identical" in md and "seed 0: differ" in md
     # The reference folder itself is only read.
     assert sorted(p.name for p in ref.iterdir()) == ["metrics"]
+
+
+# ---------------------------------------------------------------------------
+# Plots people read: units, legends off the curves, published figures marked, grayscale
+# ---------------------------------------------------------------------------
+
+SIX = ["scratch", "rnn", "lstm", "gru", "numpy_rnn", "numpy_lstm"]
+
+
+@pytest.fixture
+def six_models():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for arch in SIX:
+        for seed in range(3):
+            m = metric("rnn", seed, 1.5)
+            curve = list(2.4 - np.log1p(np.arange(40)) * 0.2 + rng.normal(0, 0.02, 40))
+            m.update(architecture=arch, label=f"model {arch}",
+                     history={"train_loss": [c + 0.1 for c in curve], "valid_loss": curve, "seconds": [0.1] * 40})
+            runs.append(m)
+    return runs
+
+
+def _legend_clear_of_axes(fig, ax, legend):
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    return not legend.get_window_extent(r).overlaps(ax.get_window_extent(r))
+
+
+def test_overlay_is_readable_with_six_models(six_models):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from dino_rnn.report import LOSS_LABEL, load_published, plot_overlay
+
+    fig = plot_overlay(six_models, load_published())
+    ax = fig.axes[0]
+    assert "nats per character" in ax.get_ylabel() and LOSS_LABEL in ax.get_ylabel()
+    curves = [line for line in ax.lines if line.get_label().startswith("model ")]
+    assert len(curves) == 6
+    # apart in grayscale: every curve has its own line style and its own marker
+    assert len({str(line._dash_pattern) for line in curves}) == 6  # the dash pattern as drawn (pinned matplotlib)
+    assert len({line.get_marker() for line in curves}) == 6
+    # no band per model (six overlapping bands read as one): the spread is an error bar per model
+    assert not [c for c in ax.collections if isinstance(c, PolyCollection) and c.get_paths()
+                and c.get_paths()[0].vertices[:, 0].min() < 40]
+    assert len(ax.containers) == 6  # errorbar containers
+    # the published validation losses: marked (4 stars) and labelled in the legend
+    stars = [line for line in ax.lines if line.get_marker() == "*" and len(line.get_xdata())]
+    assert len(stars) == 4
+    legend = fig.legends[0]
+    assert any("published" in t.get_text() for t in legend.get_texts())
+    assert _legend_clear_of_axes(fig, ax, legend)
+    plt.close(fig)
+
+
+def test_each_model_panel_marks_the_published_figures(six_models):
+    import matplotlib.pyplot as plt
+
+    from dino_rnn.report import load_published, plot_by_model, plot_model
+
+    fig = plot_model(six_models, "gru", load_published())
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert "published training 1.720" in texts and "published validation 1.508" in texts
+    assert "nats per character" in ax.get_ylabel()
+    styles = {line.get_label(): line.get_linestyle() for line in ax.lines}
+    assert styles["training (mean)"] != styles["validation (mean)"]  # solid against dashed
+    assert _legend_clear_of_axes(fig, ax, ax.get_legend())
+    plt.close(fig)
+    fig = plot_by_model(six_models, load_published())
+    assert len([a for a in fig.axes if a.get_visible()]) == 6
+    assert all(_legend_clear_of_axes(fig, a, fig.legends[0]) for a in fig.axes if a.get_visible())
+    plt.close(fig)
+
+
+def test_one_run_plot_has_units_and_a_legend_off_the_curves():
+    import matplotlib.pyplot as plt
+
+    from dino_rnn.report import plot_history
+
+    fig = plot_history({"train_loss": [2.5, 2.0, 1.9], "valid_loss": [2.2, 1.8, 1.85], "best_epoch": 2}, title="x")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "cross-entropy (nats per character)"
+    assert [line.get_linestyle() for line in ax.lines[:2]] == ["-", "--"]
+    assert any("best validation: epoch 2" in t.get_text() for t in ax.get_legend().get_texts())
+    assert _legend_clear_of_axes(fig, ax, ax.get_legend())
+    plt.close(fig)
+
+
+def test_progress_bar_is_text_in_the_studys_kernels(monkeypatch):
+    """Under `dino-rnn study` (DINO_RNN_PROGRESS=text) the bar is tqdm's text bar even with ipywidgets installed."""
+    import importlib.util
+
+    from dino_rnn.train import progress_bar
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "ipywidgets" else real(name, *a))
+    monkeypatch.setenv("DINO_RNN_PROGRESS", "text")
+    bar = progress_bar(range(3), disable=True)
+    assert type(bar).__module__ == "tqdm.std"

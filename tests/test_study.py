@@ -2,11 +2,13 @@
 results folder's ownership and lock, the committed reference, cell time-outs, divergence."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -66,7 +68,7 @@ def run_cli(*argv):
     return p.returncode, p.stdout, p.stderr
 
 
-def test_smoke_study_writes_everything(tmp_path, capsys):
+def test_smoke_study_writes_everything(tmp_path, capfd):
     out = tmp_path / "results"
     assert main(["study", "--smoke", "--out", str(out), "--jobs", "2"]) == 0
     md = (out / "comparison.md").read_text()
@@ -77,20 +79,52 @@ def test_smoke_study_writes_everything(tmp_path, capsys):
         assert any(arch in r for r in rows)
     assert "**Not the published protocol** (epochs 1 (not 40), max_names 40 (not all))" in md
     for f in ("comparison.csv", "per_seed.csv", "validation_curves.png", "curves_by_model.png", "study.json",
-              "html/comparison.html", "executed/comparison.ipynb"):
+              "html/index.html", "html/comparison.html", "html/comparison.code.html", "executed/comparison.ipynb"):
         assert (out / f).exists(), f
     for nb in S.model_notebooks():
         assert (out / "executed" / "seed0" / nb.name).exists()
-        assert (out / "html" / "seed0" / nb.with_suffix(".html").name).read_text().startswith("<!DOCTYPE html>")
+        for name in (f"{nb.stem}.html", f"{nb.stem}.code.html"):  # the reader's and the learner's report
+            assert (out / "html" / "seed0" / name).read_text().startswith("<!DOCTYPE html>")
+    # No machine path in a report or an executed notebook: not the staging folder the notebooks
+    # ran in, not the results folder, the project or the home folder.
+    for f in list((out / "html").rglob("*.html")) + list((out / "executed").rglob("*.ipynb")):
+        text = f.read_text(encoding="utf-8")
+        for machine in (str(tmp_path), "staging-", str(S.NOTEBOOK_DIR.parent), str(Path.home())):
+            assert machine not in text, (f.relative_to(out), machine)
+    executed = (out / "executed" / "seed0" / "03_lstm.ipynb").read_text(encoding="utf-8")
+    assert "widget-view" not in executed and "epoch/s]" in executed  # tqdm's text bar, whatever is installed
+    study = json.loads((out / "study.json").read_text())
+    assert study["started"] <= study["finished"] and study["versions"]["torch"].startswith("2.13.0")
     assert {p.name for p in (out / "metrics").iterdir()} >= {f"{a}-seed0.json" for a in ("scratch", "rnn", "lstm", "gru")}
     # The manifest lists every file the study wrote; nothing but the lock is left beside the folder.
     assert sorted(R.read_manifest(out)) == [f for f in R.files_in(out) if f != R.MANIFEST]
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [R.MANIFEST]
     assert beside(out) == [R.LOCK]
-    printed = capsys.readouterr().out
+    captured = capfd.readouterr()  # file descriptors: what the workers and their kernels print too
+    printed = captured.out
     assert "notebooks ok" in printed
     # The committed reference has seed 0 at 40 epochs: nothing to compare at smoke settings, and it says so.
     assert "against the committed reference: 6 run(s) share a seed" in printed and "nothing to compare" in printed
+    # The terminal: one line per finished notebook, the report's place, and nothing from the kernels.
+    done = [line for line in printed.splitlines() if re.match(r"  ok +\d\d_\w+\.ipynb seed 0 \(\d+ s\)$", line)]
+    assert len(done) == n_models
+    assert f"report:  {out / 'html' / 'index.html'}" in printed
+    assert "Kernel is running" not in captured.err and "IPKernelApp" not in captured.err, captured.err
+    assert "KeyboardInterrupt" not in captured.err and "Traceback" not in captured.err, captured.err
+
+
+def test_quiet_prints_only_the_summary(tmp_path, notebook_dir, capfd):
+    for name in ("01_a", "02_b"):
+        nbformat.write(notebook("print('ran')"), notebook_dir / f"{name}.ipynb")
+    out = tmp_path / "results"
+    main(["study", "--epochs", "1", "--out", str(out), "--jobs", "2", "--quiet"])
+    captured = capfd.readouterr()
+    assert captured.out.lstrip().startswith("study finished in") and "2 of 2 notebooks ok" in captured.out
+    assert ".ipynb seed 0 (" not in captured.out and "running" not in captured.out and "data:" not in captured.out
+    assert captured.err == ""
+    main(["study", "--epochs", "1", "--out", str(out), "--jobs", "2"])
+    loud = capfd.readouterr().out
+    assert "01_a.ipynb seed 0 (" in loud and "02_b.ipynb seed 0 (" in loud and loud.startswith("data:")
 
 
 def test_a_study_refuses_a_folder_it_did_not_write(tmp_path):

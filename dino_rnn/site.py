@@ -1,0 +1,677 @@
+"""The study's HTML: one page that gathers the whole study, and every notebook as two reports.
+
+In a results folder, ``html/`` holds::
+
+    index.html                          the study at a glance (start here)
+    comparison.html, comparison.code.html
+    seed{S}/{notebook}.html             each model notebook as it ran for seed S: the reader's
+    seed{S}/{notebook}.code.html        version (no code) and the learner's (with the code)
+
+Everything is built from the files a study leaves (``metrics/``, ``anbn/``, ``study.json``,
+``executed/``), so :func:`rebuild` (``dino-rnn report``) redoes it without training anything.
+
+Every page opens straight from disk and fetches nothing: the stylesheet and every image are
+inline, math is MathML (converted here by latex2mathml, where nbconvert would load MathJax
+from the network), widget outputs are dropped (they need a script from the network to draw),
+and there is no script at all. Links between notebooks point at their HTML reports. No
+machine path reaches a page: the staging folder a notebook ran in, the results folder, the
+project folder and the home folder are shown as the paths a reader would type (see
+:func:`display_path`).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from .files import write_text
+from .params import ParameterError
+from .report import (
+    STUDY_JSON,
+    comparison_frame,
+    greedy_frame,
+    load_metrics,
+    load_published,
+    paired_differences,
+    paired_frame,
+    plot_model,
+    plot_overlay,
+    protocol_note,
+    samples_frame,
+    samples_table,
+    select_runs,
+    summary_frame,
+)
+from .resultsdir import REFERENCE, ROOT, ResultsFolder, read_manifest
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+NOTEBOOK_DIR = ROOT / "notebooks"
+HTML = "html"
+EXECUTED = "executed"
+COMPARISON = "comparison"
+INDEX = "index.html"
+LEARNER_SUFFIX = ".code.html"
+# The study's direct dependencies, whose versions the index lists.
+SOFTWARE = ("torch", "numpy", "pandas", "matplotlib", "papermill", "nbclient", "nbconvert", "ipykernel", "latex2mathml")
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+FIGURE_DPI = 110
+
+
+def css() -> str:
+    return (TEMPLATES / "report.css").read_text(encoding="utf-8")
+
+
+def reader_name(stem: str) -> str:
+    return f"{stem}.html"
+
+
+def learner_name(stem: str) -> str:
+    return f"{stem}{LEARNER_SUFFIX}"
+
+
+# ---------------------------------------------------------------------------
+# No machine paths
+# ---------------------------------------------------------------------------
+
+
+def display_path(path, base: Path = NOTEBOOK_DIR) -> str:
+    """How a report shows a path: relative to ``notebooks/`` (where the notebooks run) inside the
+    project, ``~/…`` in the home folder, otherwise ``…/`` and the last part only."""
+    p = Path(os.path.abspath(path))
+    try:
+        p.relative_to(ROOT)
+        return os.path.relpath(p, base)
+    except ValueError:
+        pass
+    home = Path.home()
+    try:
+        return "~/" + p.relative_to(home).as_posix() if p != home else "~"
+    except ValueError:
+        return f"…/{p.name}"
+
+
+def path_substitutions(results_dir, staging=None, data=()) -> list[tuple[str, str]]:
+    """(machine path, what a report shows instead), longest first. ``data``: names files used."""
+    results_dir = Path(results_dir).resolve()
+    shown = display_path(results_dir)
+    subs = {str(results_dir): shown}
+    if staging is not None:
+        subs[str(Path(staging))] = shown
+        subs[os.path.realpath(staging)] = shown
+    for d in [data] if isinstance(data, (str, os.PathLike)) else (data or ()):
+        subs[str(d)] = subs[os.path.abspath(d)] = subs[os.path.realpath(d)] = display_path(d)
+    subs[str(NOTEBOOK_DIR)] = "."
+    subs[str(ROOT)] = ".."
+    import tempfile
+
+    subs[os.path.realpath(tempfile.gettempdir())] = "…"
+    home = str(Path.home())
+    if home not in ("/", ""):
+        subs[home] = "~"
+    return sorted(((k, v) for k, v in subs.items() if k and k != "/"), key=lambda kv: -len(kv[0]))
+
+
+# A staging folder of any run (``.NAME.dino-rnn/staging-…``), wherever it was.
+_STAGING = re.compile(r"(?:/[^/\s'\"]+)*/\.([^/\s'\"]+)\.dino-rnn/staging-[0-9]+-[0-9]+-[0-9]+")
+
+
+def scrub(text: str, subs: list[tuple[str, str]]) -> str:
+    """``text`` with every machine path of ``subs`` replaced, and any staging folder left shown as its results folder."""
+    for k, v in subs:
+        if k in text:
+            text = re.sub(re.escape(k) + r"(?=$|[/\s'\"`),:;\]])", v.replace("\\", "\\\\"), text)
+    return _STAGING.sub(lambda m: f"…/{m.group(1)}", text)
+
+
+def scrub_notebook(nb, subs: list[tuple[str, str]]):
+    """Machine paths out of a notebook's sources, outputs and papermill record (in place)."""
+    for cell in nb.cells:
+        cell.source = scrub(cell.source, subs)
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = scrub(out["text"], subs)
+            if "traceback" in out:
+                out["traceback"] = [scrub(t, subs) for t in out["traceback"]]
+            if "evalue" in out:
+                out["evalue"] = scrub(out["evalue"], subs)
+            for mime, value in out.get("data", {}).items():
+                if mime.startswith("text/") and isinstance(value, str):
+                    out["data"][mime] = scrub(value, subs)
+    pm = nb.metadata.get("papermill")
+    if pm:
+        for key in ("input_path", "output_path", "cwd"):
+            if isinstance(pm.get(key), str):
+                pm[key] = scrub(pm[key], subs)
+        params = pm.get("parameters") or {}
+        for k, v in list(params.items()):
+            if isinstance(v, str):
+                params[k] = scrub(v, subs)
+    return nb
+
+
+def clean_executed(path, results_dir, staging=None, data=None) -> None:
+    """Rewrite an executed notebook without machine paths (the study does this for every one it runs)."""
+    import nbformat
+
+    from .files import atomic_path
+
+    nb = nbformat.read(str(path), as_version=4)
+    scrub_notebook(nb, path_substitutions(results_dir, staging, data))
+    with atomic_path(path) as tmp:
+        nbformat.write(nb, str(tmp))
+
+
+# ---------------------------------------------------------------------------
+# Notebook reports (nbconvert)
+# ---------------------------------------------------------------------------
+
+
+def _mathml(tex: str, display: bool) -> str:
+    from latex2mathml.converter import convert
+
+    try:
+        return convert(tex.strip(), display="block" if display else "inline")
+    except Exception:  # TeX that latex2mathml cannot read: show the source rather than fail the page
+        d = "$$" if display else "$"
+        return f"<code>{html.escape(d + tex + d)}</code>"
+
+
+def _renderer_class():
+    from nbconvert.filters.markdown_mistune import IPythonRenderer
+
+    class Renderer(IPythonRenderer):
+        """nbconvert's Markdown renderer, with MathML for math and links to the HTML reports."""
+
+        links: dict[str, str] = {}
+
+        def block_math(self, body: str) -> str:
+            return _mathml(body, True)
+
+        def inline_math(self, body: str) -> str:
+            return _mathml(body, False)
+
+        def latex_environment(self, name: str, body: str) -> str:
+            return _mathml(f"\\begin{{{name}}}{body}\\end{{{name}}}", True)
+
+        def link(self, text: str, url: str, title=None) -> str:
+            return super().link(text, self.links.get(url, url), title)
+
+    return Renderer
+
+
+def _exporter(learner: bool, links: dict[str, str]):
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import MarkdownWithMath
+
+    renderer = type("LinkedRenderer", (_renderer_class(),), {"links": dict(links)})
+
+    from jinja2 import pass_context
+
+    class ReportExporter(HTMLExporter):
+        @pass_context
+        def markdown2html(self, context, source):
+            cell = context.get("cell", {})
+            r = renderer(escape=False, attachments=cell.get("attachments", {}), embed_images=True,
+                         exclude_anchor_links=True, **self.lexer_options)
+            return MarkdownWithMath(renderer=r).render(source)
+
+    return ReportExporter(
+        extra_template_basedirs=[str(TEMPLATES)],
+        template_name="dino_report",
+        exclude_input=not learner,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+        exclude_anchor_links=True,
+    )
+
+
+def _drop_widgets(nb):
+    """Widget outputs need a script from the network to draw: drop them (and the widget state)."""
+    for cell in nb.cells:
+        if cell.get("outputs"):
+            cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def export_notebook(executed: Path, dest_dir: Path, stem: str, links: dict[bool, dict[str, str]], index: str,
+                    subs: list[tuple[str, str]], title: str) -> list[Path]:
+    """The executed notebook as its two reports in ``dest_dir``: ``stem.html`` and ``stem.code.html``."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    params = (nb.metadata.get("papermill") or {}).get("parameters") or {}
+    own = [(v, subs[0][1]) for k, v in params.items() if k == "RESULTS_DIR" and isinstance(v, str) and os.path.isabs(v)]
+    scrub_notebook(_drop_widgets(nb), own + subs)
+    written = []
+    for learner in (False, True):
+        name, other = (learner_name(stem), reader_name(stem)) if learner else (reader_name(stem), learner_name(stem))
+        resources = {"dino_rnn": {
+            "css": css(), "index": index, "other": other, "title": title + (" (with code)" if learner else ""),
+            "other_label": "the report without code" if learner else "the same with its code",
+        }, "metadata": {"name": title}}
+        body, _ = _exporter(learner, links[learner]).from_notebook_node(nb, resources=resources)
+        written.append(write_text(dest_dir / name, body))
+    return written
+
+
+def notebook_title(executed: Path) -> str:
+    """The notebook's first Markdown heading (its own title), else its file name."""
+    try:
+        nb = json.loads(Path(executed).read_text(encoding="utf-8"))
+        for cell in nb.get("cells", []):
+            if cell.get("cell_type") == "markdown":
+                src = "".join(cell.get("source", ""))
+                m = re.search(r"^#\s+(.+)$", src, re.M)
+                if m:
+                    return re.sub(r"[*_`]", "", m.group(1)).strip()
+    except (OSError, ValueError):
+        pass
+    return Path(executed).stem
+
+
+# ---------------------------------------------------------------------------
+# What the folder holds
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Executed:
+    notebook: str  # e.g. "03_lstm.ipynb"
+    seed: int | None  # None: the comparison notebook
+    path: Path
+
+    @property
+    def stem(self) -> str:
+        return Path(self.notebook).stem
+
+    @property
+    def html_dir(self) -> str:
+        return "" if self.seed is None else f"seed{self.seed}/"
+
+
+def executed_notebooks(results_dir) -> list[Executed]:
+    d = Path(results_dir) / EXECUTED
+    out = []
+    if (d / f"{COMPARISON}.ipynb").is_file():
+        out.append(Executed(f"{COMPARISON}.ipynb", None, d / f"{COMPARISON}.ipynb"))
+    for sd in sorted(d.glob("seed*"), key=lambda p: (len(p.name), p.name)):
+        m = re.fullmatch(r"seed(\d+)", sd.name)
+        if m and sd.is_dir():
+            out += [Executed(p.name, int(m.group(1)), p) for p in sorted(sd.glob("*.ipynb"))]
+    return out
+
+
+def read_study(results_dir) -> dict:
+    try:
+        return json.loads((Path(results_dir) / STUDY_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _links(page: Executed, available: list[Executed], learner: bool) -> dict[str, str]:
+    """Where a link from ``page`` to ``NAME.ipynb`` goes: that notebook's report of the same flavour."""
+    name = learner_name if learner else reader_name
+    seeds = sorted({e.seed for e in available if e.seed is not None})
+    out = {}
+    for e in available:
+        if e.seed is None:
+            out[e.notebook] = ("../" if page.seed is not None else "") + name(e.stem)
+        elif page.seed is None and e.seed == seeds[0]:
+            out[e.notebook] = f"seed{e.seed}/{name(e.stem)}"
+        elif page.seed is not None and e.seed == page.seed:
+            out[e.notebook] = name(e.stem)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The index
+# ---------------------------------------------------------------------------
+
+
+def _figure(fig, alt: str, caption: str = "") -> dict:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIGURE_DPI)
+    w, h = fig.get_size_inches() * FIGURE_DPI
+    plt.close(fig)
+    src = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return {"src": src, "alt": alt, "caption": caption, "width": int(round(w)), "height": int(round(h))}
+
+
+def _duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)) or math.isnan(seconds):
+        return "not recorded"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+
+
+def _when(study: dict, runs: list[dict]) -> str:
+    started, finished = study.get("started"), study.get("finished")
+    if started and finished:
+        return f"{started} to {finished}"
+    if finished or started:
+        return str(finished or started)
+    stamps = sorted(m["finished"] for m in runs if m.get("finished"))
+    if stamps:
+        return f"last run finished {stamps[-1]}"
+    return "not recorded in this folder"
+
+
+def _settings(runs: list[dict], study: dict) -> pd.DataFrame:
+    def values(key, source="parameters"):
+        vs = []
+        for m in runs:
+            v = m.get(source, {}).get(key)
+            if v is not None and v not in vs:
+                vs.append(v)
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vs) or "—"
+
+    p = study.get("parameters", {})
+    seeds = sorted({m["parameters"]["seed"] for m in runs})
+    data = next((m["data"] for m in runs if m.get("data")), {})
+    rows = [
+        ("seeds", ", ".join(map(str, seeds))),
+        ("epochs", values("epochs")),
+        ("training names", "all" if all(m["parameters"].get("max_names") is None for m in runs) else values("max_names")),
+        ("learning rate", values("lr")),
+        ("hidden size", values("hidden_size")),
+        ("layers", values("num_layers")),
+        ("sampling temperature", values("temperature")),
+        ("device", values("device")),
+        ("from-scratch cell nonlinearity", values("nonlinearity")),
+        ("names file", f"{Path(data['path']).name if data.get('path') else '—'} (sha256 {str(data.get('sha256', '—'))[:16]}…)"),
+        ("names; split train / valid / test", f"{data.get('names', '—')}; {data.get('train', '—')} / {data.get('valid', '—')} / {data.get('test', '—')}"),
+    ]
+    if p.get("jobs"):
+        rows.append(("worker processes", str(p["jobs"])))
+    return pd.DataFrame(rows, columns=["setting", "value"])
+
+
+def _software(runs: list[dict], study: dict, anbn: list[dict]) -> pd.DataFrame:
+    recorded = dict(study.get("versions") or {})
+    source = "study.json"
+    if not recorded:  # older folders: what each run recorded
+        source = "the runs' metrics"
+        for m in runs + anbn:
+            for k, v in (m.get("versions") or {}).items():
+                recorded.setdefault(k, v)
+    rows = [(k, str(v)) for k, v in recorded.items()]
+    return pd.DataFrame(rows or [("—", "not recorded")], columns=[f"package (from {source})", "version"])
+
+
+def _timings(study: dict) -> pd.DataFrame | None:
+    jobs = [j for j in study.get("jobs", []) if isinstance(j, dict)]
+    if not jobs:
+        return None
+    rows = []
+    for nb in dict.fromkeys(j["notebook"] for j in jobs):
+        js = [j for j in jobs if j["notebook"] == nb]
+        secs = [j.get("seconds", math.nan) for j in js]
+        bad = [j for j in js if j.get("status") != "ok"]
+        rows.append({"notebook": nb, "runs": str(len(js)), "mean seconds": f"{sum(secs) / len(secs):.0f}",
+                     "longest": f"{max(secs):.0f}", "failed": str(len(bad)) if bad else "—"})
+    return pd.DataFrame(rows)
+
+
+def _problems(runs: list[dict], study: dict) -> list[str]:
+    out = [f"{j['notebook']} seed {j['seed']}: {j.get('message') or 'failed'}"
+           for j in study.get("jobs", []) if isinstance(j, dict) and j.get("status") not in (None, "ok")]
+    out += [f"{m['label']} seed {m['parameters']['seed']}: {m['status']}: {m.get('message', '')}" for m in runs if m["status"] != "ok"]
+    if study.get("report_error"):
+        out.append(f"the report: {study['report_error']}")
+    return out
+
+
+def index_page(results_dir, reports: list[Executed] | None = None, generator: str = "dino-rnn report",
+               source=None) -> str:
+    """``html/index.html`` for ``results_dir``, as a string (see the module docstring).
+
+    ``source``: where the files are, if not in ``results_dir`` yet (a study's staging folder).
+    """
+    import jinja2
+
+    from .lab import ANBN_LABELS, anbn_frame, load_anbn, plot_anbn, select_anbn
+
+    shown = Path(results_dir)
+    results_dir = Path(source) if source is not None else shown
+    runs, left_out = select_runs(load_metrics(results_dir))
+    if not runs:
+        raise ParameterError(f"{display_path(results_dir)} has no metrics/*.json: nothing to report; run dino-rnn study first")
+    study = read_study(results_dir)
+    published = load_published()
+    summary = summary_frame(runs, published)
+    labels = {m["architecture"]: m["label"] for m in runs}
+    seeds = sorted({m["parameters"]["seed"] for m in runs})
+    epochs = sorted({m["parameters"]["epochs"] for m in runs})
+    reports = executed_notebooks(results_dir) if reports is None else reports
+
+    problems = _problems(runs, study)
+    jobs = [j for j in study.get("jobs", []) if isinstance(j, dict)]
+    n_ok = sum(j.get("status") == "ok" for j in jobs)
+    outcome = (f"{n_ok} of {len(jobs)} notebooks ran" if jobs else f"{len(runs)} runs") + (
+        "; every model trained to the end" if not problems else f"; {len(problems)} problem(s) below")
+    notes = []
+    note = protocol_note(runs)
+    if note:
+        notes.append(f"Not the published protocol ({note}): these numbers check that everything runs; "
+                     "they are not comparable with the published ones.")
+
+    comp = comparison_frame(summary)
+    pairs = paired_differences(runs)
+    pairs_table = paired_frame(pairs, labels) if len(pairs) else None
+    st = samples_table(runs)
+    greedy = greedy_frame(runs)
+
+    overlay = [_figure(plot_overlay(runs, published),
+                       "Validation loss per epoch of every model, mean over seeds",
+                       "Validation loss per epoch, the mean over seeds. Each model has its own colour, line style and "
+                       "marker; the error bars right of the curves are ± one standard deviation over seeds at the "
+                       "last epoch; hollow stars are the published validation losses (one unseeded run each).")]
+    model_figures = [_figure(plot_model(runs, a, published), f"Training and validation loss per epoch of {labels[a]}")
+                     for a in dict.fromkeys(m["architecture"] for m in runs if m["status"] == "ok")]
+
+    anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
+    anbn_table = anbn_figs = None
+    anbn_caption = ""
+    if anbn_runs:
+        anbn_table = anbn_frame(anbn_runs)
+        t, p = anbn_runs[0]["task"], anbn_runs[0]["parameters"]
+        anbn_caption = (f"{t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]}, split "
+                        f"{t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, {p['epochs']} epochs; "
+                        f"seeds {', '.join(str(r['parameters']['seed']) for r in anbn_runs)}. Final-epoch losses, "
+                        "mean ± std over seeds; the accuracy counts the positions whose next token is determined. "
+                        "comparison.md explains every column.")
+        first = anbn_runs[0]
+        anbn_figs = [_figure(plot_anbn(first), f"aⁿbⁿ training and validation loss per epoch, seed {first['parameters']['seed']}",
+                             f"Seed {first['parameters']['seed']}: " + ", ".join(
+                                 ANBN_LABELS.get(k, k) for k in first["models"]) + " (log scale).")]
+        left_out = left_out + [f"aⁿbⁿ seed {r['parameters']['seed']}: other settings" for r in anbn_left]
+
+    # notebook reports: one row per notebook, one column per seed
+    seeds_with = sorted({e.seed for e in reports if e.seed is not None})
+    ran_seeds = sorted({j["seed"] for j in jobs if isinstance(j.get("seed"), int) and j["seed"] >= 0}) or seeds
+    columns = sorted(set(seeds_with) | set(ran_seeds))
+    status = {(j["notebook"], j["seed"]): j.get("status", "ok") for j in jobs}
+    by_key = {(e.notebook, e.seed): e for e in reports}
+    notebooks = list(dict.fromkeys([j["notebook"] for j in jobs] + [e.notebook for e in reports if e.seed is not None]))
+    notebooks = sorted(notebooks)
+    missing = "not in this folder"
+    rows = []
+    comparison = None
+    comp_exec = by_key.get((f"{COMPARISON}.ipynb", None))
+    if comp_exec is not None:
+        comparison = {"reader": reader_name(COMPARISON), "learner": learner_name(COMPARISON)}
+    rows.append({"title": notebook_title(comp_exec.path if comp_exec else NOTEBOOK_DIR / f"{COMPARISON}.ipynb"),
+                 "name": f"{COMPARISON}.ipynb",
+                 "cells": [({"reader": comparison["reader"], "learner": comparison["learner"], "status": "ok"}
+                            if comparison else {"missing": missing})] + [{"missing": ""} for _ in columns[1:]]})
+    for nb in notebooks:
+        cells = []
+        for s in columns:
+            e = by_key.get((nb, s))
+            if e is not None:
+                cells.append({"reader": f"seed{s}/{reader_name(e.stem)}", "learner": f"seed{s}/{learner_name(e.stem)}",
+                              "status": status.get((nb, s), "ok")})
+            else:
+                cells.append({"missing": missing})
+        title = next((notebook_title(e.path) for e in reports if e.notebook == nb), None) or notebook_title(NOTEBOOK_DIR / nb)
+        rows.append({"title": title, "name": nb, "cells": cells})
+    absent = [s for s in columns if not any(e.seed == s for e in reports)]
+    reports_note = ""
+    if absent:
+        reports_note = (f"The executed notebooks of seed{'s' * (len(absent) > 1)} {', '.join(map(str, absent))} are not in "
+                        "this folder" + (" (the committed reference keeps one seed's, to stay small; "
+                                         "dino-rnn study --reference writes them all)" if _is_reference(shown) else "")
+                        + "; their numbers are in the tables above.")
+
+    pub_count = sum(1 for a in labels if a in published.index)
+    table_caption = (f"Cross-entropy in nats per character (lower is better) at each run's best-validation epoch: the "
+                     f"mean ± standard deviation over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
+                     f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs. Every model of a seed "
+                     "was trained and tested on the same split. The published figures "
+                     f"({pub_count} models) are one unseeded run per model, each on its own random split.")
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=False)
+    env.globals["zip"] = zip
+    return env.get_template("index.html.j2").render(
+        title="Dino Names: six character-level language models, side by side",
+        lede=("Six next-character models (an RNN from nn.Linear layers, nn.RNN, nn.LSTM, nn.GRU, and an RNN and an LSTM "
+              "written in NumPy) learned to write dinosaur names from the 1536 Dino Names, under the published "
+              "protocol. This page gathers the whole study; the notebook reports below show each step."),
+        css=css(),
+        ok=not problems,
+        outcome=outcome,
+        when=_when(study, runs),
+        took=_duration(study.get("seconds")) + (f" on {study['parameters']['jobs']} worker processes"
+                                                 if study.get("parameters", {}).get("jobs") else ""),
+        runs_line=f"{len(runs)} runs: {len(labels)} models × seeds {', '.join(map(str, seeds))}",
+        folder=display_path(shown, ROOT),
+        problems=problems,
+        notes=notes,
+        table_caption=table_caption,
+        comparison_table=comp,
+        comparison_num=[c for c in comp.columns if c not in ("Model",)],
+        left_out=left_out,
+        reference_line=study.get("reference", ""),
+        pairs=pairs_table,
+        pairs_num=["by (mean ± std over seeds)", "on seeds"],
+        pairs_class=lambda row: "holds" if row[-1] == "yes" else "",
+        overlay=overlay,
+        model_figures=model_figures,
+        samples=samples_frame(st) if len(st) else None,
+        samples_num=[c for c in ("Greedy: new / duplicate", "Greedy: mean length", "Sampled: new / duplicate",
+                                 "Sampled: mean length", "Real names: mean length")],
+        greedy=greedy.reset_index() if len(greedy) else None,
+        greedy_seed=greedy.index.name.split("(")[-1].rstrip(")") if len(greedy) else "",
+        anbn=anbn_table,
+        anbn_num=[c for c in (anbn_table.columns if anbn_table is not None else []) if c not in ("Model", "Optimiser")],
+        anbn_caption=anbn_caption,
+        anbn_figures=anbn_figs or [],
+        report_columns=[f"seed {s}" for s in columns] or ["—"],
+        report_rows=rows,
+        reports_note=reports_note,
+        comparison=comparison,
+        settings=_settings(runs, study),
+        software=_software(runs, study, load_anbn(results_dir)),
+        timings=_timings(study),
+        timings_num=["runs", "mean seconds", "longest", "failed"],
+        timings_caption="Wall time of each notebook, kernel start-up and HTML included, over its runs.",
+        generator=generator,
+        built=time.strftime("%Y-%m-%d %H:%M"),
+    )
+
+
+def _is_reference(results_dir) -> bool:
+    return Path(results_dir).resolve() == REFERENCE.resolve()
+
+
+# ---------------------------------------------------------------------------
+# Building the whole html/ folder
+# ---------------------------------------------------------------------------
+
+
+def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None) -> list[str]:
+    """Write ``html/`` for ``results_dir`` into ``dest`` (default ``results_dir/html``).
+
+    ``staging``: the folder the notebooks ran in, if not ``results_dir`` (its path is shown as
+    the results folder). Returns the files written, relative to ``dest``.
+    """
+    results_dir = Path(results_dir)
+    dest = Path(dest) if dest is not None else results_dir / HTML
+    reports = executed_notebooks(staging if staging is not None else results_dir)
+    source = staging if staging is not None else results_dir
+    data = [(read_study(source).get("parameters") or {}).get("data"), os.environ.get("DINO_RNN_DATA")]
+    data += [m.get("data", {}).get("path") for m in load_metrics(source)]
+    subs = path_substitutions(results_dir, staging, [d for d in data if d])
+    written: list[Path] = []
+    for e in reports:
+        title = notebook_title(e.path) + (f" (seed {e.seed})" if e.seed is not None else "")
+        index = ("../" if e.seed is not None else "") + INDEX
+        links = {learner: _links(e, reports, learner) for learner in (False, True)}
+        try:
+            written += export_notebook(e.path, dest / e.html_dir.rstrip("/") if e.seed is not None else dest,
+                                       e.stem, links, index, subs, title)
+        except Exception as err:  # one unreadable notebook does not cost the others their reports
+            if log:
+                log(f"  HTML of {e.notebook}{f' seed {e.seed}' if e.seed is not None else ''} failed: {err}")
+    page = index_page(results_dir, reports, generator, source=staging)
+    page = scrub(page, subs)
+    written.append(write_text(dest / INDEX, page))
+    return sorted(p.relative_to(dest).as_posix() for p in written)
+
+
+def rebuild(results, *, command: str = "dino-rnn report", log=print) -> Path:
+    """``dino-rnn report``: rebuild ``html/`` of a study's results folder, training nothing.
+
+    Writes only ``RESULTS/html`` (built beside it and swapped in, under the folder's lock, so
+    a study or another report never sees half of it) and, if it wrote a file the folder's
+    manifest does not list yet, the manifest. Returns the index page's path.
+    """
+    folder = ResultsFolder(results, name="RESULTS")
+    if not folder.path.is_dir():
+        raise ParameterError(f"RESULTS {str(results)!r} does not exist; run dino-rnn study first (it writes results/study)")
+    if read_manifest(folder.path) is None:
+        raise ParameterError(
+            f"RESULTS {str(results)!r} was not written by dino-rnn study (it has no {'.dino-rnn.json'}); "
+            "dino-rnn report rebuilds the HTML of a study's results folder")
+    if not load_metrics(folder.path):
+        raise ParameterError(f"RESULTS {str(results)!r} has no metrics/*.json: nothing to report")
+    folder.check_owned()
+    with folder.lock(command):
+        folder.recover()
+        folder.check_owned()
+        staging = folder.new_staging()
+        try:
+            written = build_site(folder.path, staging / HTML, generator=command, log=log)
+            folder.install(staging / HTML, HTML, [f"{HTML}/{f}" for f in written])
+        finally:
+            folder.abandon(staging)
+    return folder.path / HTML / INDEX
+
+
+def versions() -> dict:
+    """The Python version and the study's direct dependencies' versions (for study.json)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in SOFTWARE:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
