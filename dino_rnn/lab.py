@@ -53,6 +53,7 @@ from .experiment import Experiment
 from .resultsdir import NOTEBOOK_RESULTS
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
+from .steps import numpy_step
 from .train import History, run_epochs
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
@@ -154,27 +155,12 @@ class NumpyExperiment(Experiment):
 
     def train(self) -> History:
         """The published protocol in NumPy; the net ends holding its best-validation state."""
-        net = self.net
-        opt = AdamW(net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
-
-        def epoch() -> float:
-            total = 0.0
-            for x, y in self.train_pairs:
-                loss, grads = net.loss_and_grads(x, y)
-                opt.step(grads)
-                total += loss
-            return total / len(self.train_pairs)
-
+        opt = AdamW(self.net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
+        step = numpy_step(self.net, opt, autograd=self.autograd)
         with np.errstate(over="ignore", invalid="ignore"):
             self.history = run_epochs(
-                self.epochs,
-                epoch,
-                lambda: self.evaluate(self.valid_pairs),
-                net.get_state,
-                net.set_state,
-                lambda: self.evaluate(self.test_pairs),
-                progress=self.progress,
-                desc=self.label,
+                step, self.train_pairs, self.valid_pairs, self.test_pairs,
+                epochs=self.epochs, progress=self.progress, desc=self.label,
             )
         return self.history
 
@@ -246,6 +232,7 @@ def run_anbn(
     torch_lr: float = 3e-4,
     clip: float = 0.25,
     adam_control: bool = True,
+    autograd: bool = False,
     data_seed: int = anbn.DATA_SEED,
     results_dir=NOTEBOOK_RESULTS,
     progress: bool = True,
@@ -256,7 +243,9 @@ def run_anbn(
     Every model starts from ``seed``; the data always come from ``data_seed`` (the lab's
     42), so seeds vary the initialisation only. Losses are the *final* epoch's (the lab
     has no early stopping); accuracy and extrapolation are measured on the final model.
-    Returns the JSON's content (``result["models"][key]`` per model).
+    ``autograd=True`` trains the NumPy nets with autograd's gradient of their equations
+    (written in torch) instead of their hand-written backward; the PyTorch twin always
+    uses autograd. Returns the JSON's content (``result["models"][key]`` per model).
     """
     seed = P.seed(seed)
     epochs = P.positive_int("ANBN_EPOCHS", epochs)
@@ -265,6 +254,7 @@ def run_anbn(
     lstm_lr = P.positive_float("ANBN_LSTM_LR", lstm_lr)
     torch_lr = P.positive_float("ANBN_TORCH_LR", torch_lr)
     clip = P.positive_float("ANBN_CLIP", clip)
+    autograd = P.boolean("AUTOGRAD", autograd)
     data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
     results_dir = P.output_dir(results_dir)
 
@@ -292,7 +282,7 @@ def run_anbn(
             net = make()
             n_params = net.n_params
             with np.errstate(over="ignore", invalid="ignore"):
-                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key])
+                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
             fn = anbn.numpy_logits_fn(net)
         train_seconds = time.perf_counter() - t0
         models[key] = _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate)
@@ -319,6 +309,7 @@ def run_anbn(
             "torch_lr": torch_lr,
             "clip": clip,
             "adam_control": bool(adam_control),
+            "autograd": autograd,
         },
         "models": models,
         "versions": _versions(),
@@ -346,6 +337,7 @@ def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, t
         "optimizer": opt_text,
         "status": curves.status,
         "message": curves.message,
+        "gradient": curves.gradient,
         "history": {"train_loss": curves.train_loss, "valid_loss": curves.valid_loss, "seconds": curves.seconds},
         "final_train_loss": curves.train_loss[-1] if curves.train_loss else math.nan,
         "final_valid_loss": curves.valid_loss[-1] if curves.valid_loss else math.nan,
