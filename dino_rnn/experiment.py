@@ -36,24 +36,11 @@ import torch
 
 from . import params as P
 from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
-from .resultsdir import NOTEBOOK_RESULTS
+from .resultsdir import NOTEBOOK_RESULTS, result_paths
 from .files import save_figure, save_torch, write_json
 from .models import ARCHITECTURES, LABELS, build_model, count_parameters
 from .sample import new_share, sample_names
 from .train import History, fit, resolve_device, set_seed
-
-METRICS, PLOTS, CHECKPOINTS = "metrics", "plots", "checkpoints"
-
-
-def result_paths(results_dir, arch: str, seed: int, checkpoint_suffix: str = ".pt") -> dict[str, Path]:
-    """Where an experiment's metrics, plot and checkpoint go."""
-    r, stem = Path(results_dir), f"{arch}-seed{seed}"
-    return {
-        "metrics": r / METRICS / f"{stem}.json",
-        "plot": r / PLOTS / f"{stem}.png",
-        "checkpoint": r / CHECKPOINTS / f"{stem}{checkpoint_suffix}",
-    }
-
 
 class Experiment:
     """Train and document one architecture under the published protocol, for one seed."""

@@ -31,8 +31,8 @@ from tqdm import tqdm
 from . import params as P
 from .data import read_names, split_names
 from .files import write_json, write_text
-from .report import STUDY_JSON, load_metrics, reference_check, reference_summary, select_runs, write_comparison
-from .resultsdir import REFERENCE, STUDY, ResultsFolder
+from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
+from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"

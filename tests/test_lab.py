@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dino_rnn import anbn, lab
+from dino_rnn import anbn, lab, report
+from dino_rnn.resultsdir import anbn_paths
 from dino_rnn.experiment import Experiment
 from dino_rnn.params import ParameterError
 
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 def test_run_anbn_writes_and_repeats(tmp_path):
     a = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "a", progress=False, extrapolate=range(12, 15))
     b = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "b", progress=False, extrapolate=range(12, 15))
-    paths = lab.anbn_paths(tmp_path / "a", 1)
+    paths = anbn_paths(tmp_path / "a", 1)
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["models"].keys() == ANBN_COUNTS.keys()
     assert paths["plot"].stat().st_size > 0
     assert a["task"]["train"] == 204 and a["task"]["valid"] == a["task"]["test"] == 25
@@ -175,10 +176,10 @@ def fake_anbn(seed: int, largest: dict) -> dict:
 
 
 def test_anbn_section_renders_from_hand_made_json(tmp_path):
-    assert lab.anbn_section(tmp_path) is None
+    assert report.anbn_section(tmp_path) is None
     (tmp_path / "anbn").mkdir()
     (tmp_path / "anbn" / "anbn-seed0.json").write_text(json.dumps(fake_anbn(0, {"numpy_rnn": None, "numpy_lstm": 20, "torch_lstm": 13})))
-    one = lab.anbn_section(tmp_path)
+    one = report.anbn_section(tmp_path)
     assert one.startswith("## aⁿbⁿ: the NumPy lab\n")
     rows = [line for line in one.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3  # header + three models
@@ -186,7 +187,7 @@ def test_anbn_section_renders_from_hand_made_json(tmp_path):
     assert "| 20 " in rows[2] and "| 11 " in rows[2]
     assert "82.0%" in one  # the always-b baseline is stated
     (tmp_path / "anbn" / "anbn-seed1.json").write_text(json.dumps(fake_anbn(1, {"numpy_rnn": 12, "numpy_lstm": 20, "torch_lstm": None})))
-    two = lab.anbn_section(tmp_path)
+    two = report.anbn_section(tmp_path)
     rows = [line for line in two.splitlines() if line.startswith("| ")]
     assert "Seeds 0, 1" in two
     assert "0.5500 ± 0.0707" in rows[1]  # final train loss of the RNN: 0.5, 0.6
@@ -243,7 +244,7 @@ def test_notebook_runs_under_papermill(tmp_path, dino_file):
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # aⁿbⁿ curves, two Dino curves
-    assert lab.anbn_section(tmp_path).startswith("## aⁿbⁿ: the NumPy lab")
+    assert report.anbn_section(tmp_path).startswith("## aⁿbⁿ: the NumPy lab")
 
 
 def test_anbn_section_does_not_blend_settings(tmp_path):
@@ -253,7 +254,7 @@ def test_anbn_section_does_not_blend_settings(tmp_path):
 
     from conftest import ROOT
 
-    from dino_rnn.lab import anbn_section
+    from dino_rnn.report import anbn_section
 
     (tmp_path / "anbn").mkdir()
     for seed in (0, 1, 2):
