@@ -36,7 +36,7 @@ from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
-# A generous bound on one notebook cell (the longest, the aⁿbⁿ lab, takes ~2 minutes here):
+# A generous bound on one notebook cell (the longest, the aⁿbⁿ lab's training, takes ~1 minute here):
 # a hung kernel fails its notebook instead of hanging the study.
 CELL_TIMEOUT = 1800
 # Smoke mode: small enough for CI, large enough that every code path runs.
@@ -243,7 +243,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     for j in result.jobs:
         Path(j.output).parent.mkdir(parents=True, exist_ok=True)
     # Longest first (as long as the previous run took), so no long notebook starts last.
-    order = longest_first(result.jobs, previous_seconds(folder.path))
+    order = longest_first(result.jobs, previous_seconds(folder.path) or previous_seconds(REFERENCE))
     log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {folder.path}")
     # Workers inherit one intra-op thread each: the per-name work is too small to share.
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -295,8 +295,11 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
 
 
 def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:
-    """Job indices, the notebooks that took longest last time first (stable otherwise)."""
-    return sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i].notebook, 0.0))
+    """Job indices, the notebooks that took longest last time first (stable otherwise).
+
+    A notebook the previous run did not have (new, or renamed) may be long: it goes first.
+    """
+    return sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i].notebook, float("inf")) if cost else 0.0)
 
 
 def _summary(result: StudyResult) -> dict:
