@@ -149,9 +149,10 @@ class NumpyStep:
 
     def __init__(self, net, optimizer, clip: float | None = None):
         self.net, self.optimizer, self.clip = net, optimizer, clip
+        self._out = net.new_grads()  # one gradient buffer for the whole run
 
     def loss_and_grads(self, x, y):
-        return self.net.loss_and_grads(x, y)
+        return self.net.loss_and_grads(x, y, out=self._out)
 
     def __call__(self, x, y) -> float:
         loss, grads = self.loss_and_grads(x, y)
@@ -182,7 +183,7 @@ class NumpyAutogradStep(NumpyStep):
     def __init__(self, net, optimizer, clip: float | None = None):
         super().__init__(net, optimizer, clip)
         self.tensors = {k: torch.from_numpy(v) for k, v in net.params.items()}  # shared memory
-        self._gflat, self._grads = net._new_grads()
+        self._gflat, self._grads = net.new_grads()
         self._loss = _TORCH_LOSSES[type(net)]
 
     def loss_and_grads(self, x, y):
