@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import kernels
 from .models import RecurrentLM, ScratchRNN
 from .torch_private import recurrent_forward
 
@@ -52,7 +53,7 @@ class WrittenOut:
     run; a model whose parameters are replaced needs a new binding.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, compiled: bool = True):
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)
@@ -69,6 +70,8 @@ class WrittenOut:
         else:
             self._forward = recurrent_forward(model.rnn)
             self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[model.cell]
+            if compiled and model.cell == "lstm":
+                self._loss_and_grad = self._lstm_compiled
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""
@@ -80,6 +83,17 @@ class WrittenOut:
         """One name's mean cross-entropy (dropout as the model's mode says); the gradient in ``grads``."""
         with torch.no_grad():
             return self._loss_and_grad(x, y)
+
+    def dropout_mask(self, T: int, V: int) -> np.ndarray:
+        """The (T, V) dropout multipliers drawn as :func:`_head_loss_and_grad` draws them
+        (empty when dropout is off)."""
+        dropout = self.dropout
+        if not (dropout.training and dropout.p > 0):
+            return _NO_MASK
+        keep = 1.0 - dropout.p
+        draw, drawn = self.mask_buffer((T, V))
+        draw.bernoulli_(keep)
+        return np.multiply(drawn, _inverse_keep(keep))
 
     def mask_buffer(self, shape) -> tuple[torch.Tensor, np.ndarray]:
         """A float32 tensor of ``shape`` to draw dropout masks into, and its NumPy view (one per shape)."""
@@ -188,6 +202,12 @@ class WrittenOut:
         self._input_grads(xn, h_prev, dgi, dgh, ones)
         return loss
 
+    def _lstm_compiled(self, x, y):
+        """The whole step in one compiled call (:func:`dino_rnn.kernels.lstm_step`)."""
+        xn = x.numpy()
+        mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
+        return kernels.lstm_step(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
+
     def _lstm(self, x, y):
         loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)
         w_ih, w_hh, b_ih, b_hh = self.params[:4]
@@ -236,6 +256,7 @@ def _head_loss_and_grad(dropout, z: np.ndarray, y: np.ndarray, fast: "WrittenOut
 
 
 _ONES = np.ones(4096, dtype=np.float32)
+_NO_MASK = np.empty((0, 0), dtype=np.float32)
 _INVERSE_KEEP: dict = {}
 
 
