@@ -35,7 +35,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import fastgrad
+from . import fastgrad, kernels
 from .numpy_nets import NumpyLSTM, NumpyRNN, clip_grad_norm
 from .torch_private import FusedAdamW
 
@@ -143,15 +143,24 @@ def evaluate_pairs(model, pairs) -> float:
 
 
 class NumpyStep:
-    """A NumPy net's hand-written gradient, optional global-norm clipping, a NumPy optimizer."""
+    """A NumPy net's hand-written gradient, optional global-norm clipping, a NumPy optimizer.
+
+    ``compiled`` (the default): the net's forward and backward pass run as one compiled
+    kernel (:mod:`dino_rnn.kernels`: the same equations, the same numbers to float rounding);
+    ``False``: the NumPy code of :mod:`dino_rnn.numpy_nets`. (A compiled AdamW was measured and
+    did not pay: the update is bound by its square roots and divisions either way.)
+    """
 
     gradient = NUMPY
 
-    def __init__(self, net, optimizer, clip: float | None = None):
+    def __init__(self, net, optimizer, clip: float | None = None, compiled: bool = True):
         self.net, self.optimizer, self.clip = net, optimizer, clip
         self._out = net.new_grads()  # one gradient buffer for the whole run
+        self._grads = _compiled_gradient(net, self._out) if compiled else None
 
     def loss_and_grads(self, x, y):
+        if self._grads is not None:
+            return self._grads(x, y), self._out[1]
         return self.net.loss_and_grads(x, y, out=self._out)
 
     def __call__(self, x, y) -> float:
@@ -174,6 +183,20 @@ class NumpyStep:
         self.net.set_state(state)
 
 
+def _compiled_gradient(net, out):
+    """``f(ids, targets) -> loss`` writing the net's gradient into ``out`` (a compiled kernel)."""
+    gflat, g = out
+    if type(net) is NumpyRNN:
+        p = net.params
+        args = (p["U"], p["V"], p["W"], p["b_h"], p["b_o"], g["U"], g["V"], g["W"], g["b_h"], g["b_o"])
+        return lambda x, y: kernels.numpy_rnn_grads(x, y, *args)
+    if type(net) is NumpyLSTM:
+        (Wg, bg), (gWg, gbg) = net._blocks(), net._blocks(gflat)
+        args = (Wg, bg, net.params["W_v"], net.params["b_v"], gWg, gbg, g["W_v"], g["b_v"])
+        return lambda x, y: kernels.numpy_lstm_grads(x, y, *args)
+    return None
+
+
 class NumpyAutogradStep(NumpyStep):
     """The NumPy net's equations written in torch (float64, on its own parameters' memory),
     differentiated by autograd; then the same clipping and NumPy optimizer."""
@@ -181,7 +204,7 @@ class NumpyAutogradStep(NumpyStep):
     gradient = AUTOGRAD
 
     def __init__(self, net, optimizer, clip: float | None = None):
-        super().__init__(net, optimizer, clip)
+        super().__init__(net, optimizer, clip, compiled=False)
         self.tensors = {k: torch.from_numpy(v) for k, v in net.params.items()}  # shared memory
         self._gflat, self._grads = net.new_grads()
         self._loss = _TORCH_LOSSES[type(net)]
@@ -229,12 +252,12 @@ def numpy_lstm_loss_torch(p: dict, ids: torch.Tensor, targets: torch.Tensor, voc
 _TORCH_LOSSES = {NumpyRNN: numpy_rnn_loss_torch, NumpyLSTM: numpy_lstm_loss_torch}
 
 
-def numpy_step(net, optimizer, clip: float | None = None, autograd: bool = False) -> NumpyStep:
-    """The net's hand-written gradient; with ``autograd=True`` (or ``DINO_RNN_AUTOGRAD=1``),
-    autograd on its equations written in torch."""
+def numpy_step(net, optimizer, clip: float | None = None, autograd: bool = False, compiled: bool = True) -> NumpyStep:
+    """The net's hand-written gradient (compiled unless ``compiled=False``); with ``autograd=True``
+    (or ``DINO_RNN_AUTOGRAD=1``), autograd on its equations written in torch."""
     if autograd or autograd_requested():
         return NumpyAutogradStep(net, optimizer, clip)
-    return NumpyStep(net, optimizer, clip)
+    return NumpyStep(net, optimizer, clip, compiled=compiled)
 
 
 __all__ = [

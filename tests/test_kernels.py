@@ -66,3 +66,55 @@ def test_kernel_repeats_exactly(arch):
         runs.append((grad(x, y), [g.clone() for g in grad.grads]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+# -- the NumPy nets (float64) ------------------------------------------------------
+
+import numpy as np  # noqa: E402
+
+from dino_rnn import steps  # noqa: E402
+from dino_rnn.numpy_nets import SGD, NumpyLSTM, NumpyRNN  # noqa: E402
+
+
+@pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
+@pytest.mark.parametrize("V,H", [(4, 50), (27, 64), (5, 3)])
+def test_numpy_net_kernel_is_the_numpy_code(cls, V, H):
+    rng = np.random.default_rng(V * H)
+    net = cls(V, H, seed=2)
+    for v in net.params.values():  # non-zero biases, larger weights: every path carries gradient
+        v[...] += rng.normal(0, 0.3, v.shape)
+    step = steps.numpy_step(net, SGD(net.params, 0.1))
+    assert step._grads is not None  # the compiled path is the default
+    for T in (1, 2, 9, 25):
+        x, y = rng.integers(0, V, T), rng.integers(0, V, T)
+        loss, grads = net.loss_and_grads(x, y)
+        loss_k, grads_k = step.loss_and_grads(x, y)
+        assert loss_k == pytest.approx(loss, rel=1e-13, abs=1e-13)
+        for k in grads:
+            size = max(1.0, np.abs(grads[k]).max())  # exploding RNN gradients reach ~50 at T=25
+            np.testing.assert_allclose(grads_k[k], grads[k], rtol=0, atol=1e-12 * size, err_msg=k)  # float64 rounding
+
+
+@pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
+def test_numpy_net_kernel_refuses_tokens_outside_the_vocabulary(cls):
+    net = cls(5, 4)
+    step = steps.numpy_step(net, SGD(net.params, 0.1))
+    for x, y in (([0, 5], [1, 1]), ([0, 1], [1, -1]), ([0, 1], [1])):
+        with pytest.raises(ValueError):
+            step(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
+def test_numpy_step_compiled_or_not_trains_alike(cls):
+    """An epoch of 200 steps: the compiled and the NumPy step move the weights alike (float rounding)."""
+    rng = np.random.default_rng(1)
+    pairs = [(rng.integers(0, 27, T), rng.integers(0, 27, T)) for T in rng.integers(1, 20, 200)]
+    nets = []
+    for compiled in (False, True):
+        net = cls(27, 16, seed=0)
+        step = steps.numpy_step(net, SGD(net.params, 0.05), clip=1.0, compiled=compiled)
+        losses = [step(x, y) for x, y in pairs]
+        nets.append((net.flat.copy(), losses))
+    (wa, la), (wb, lb) = nets
+    np.testing.assert_allclose(lb, la, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-11)
