@@ -248,6 +248,9 @@ def _twin_class():
             out, state = self.lstm(x, state)
             return self.l_out(out), state
 
+        def written_out_parts(self):  # for the written-out gradient (dino_rnn.fastgrad)
+            return self.lstm, self.l_out, None
+
     return TorchTwin
 
 
@@ -277,8 +280,11 @@ def numpy_logits_fn(net) -> LogitsFn:
 
 
 def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3e-4, progress: bool = False,
-                desc: str = "PyTorch LSTM") -> History:
+                desc: str = "PyTorch LSTM", autograd: bool = False) -> History:
     """Adam (the lab's choice, lr 3e-4), mean cross-entropy, one step per sequence, in order.
+
+    The gradient is written out (:mod:`dino_rnn.fastgrad`, as for the Dino Names models), or
+    with ``autograd=True`` autograd's, as the lab computed it.
 
     On :func:`dino_rnn.train.run_epochs`, the one epoch loop, without keeping a best state
     (the lab has no early stopping): the model ends as the last epoch left it.
@@ -286,12 +292,12 @@ def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3
     import torch
     import torch.nn.functional as F
 
-    from .steps import AutogradStep
+    from .steps import torch_step
 
     def tensors(s: Split):
         return [(F.one_hot(torch.as_tensor(x), len(TOKENS)).float(), torch.as_tensor(y)) for x, y in s.pairs]
 
-    step = AutogradStep(model, torch.optim.Adam(model.parameters(), lr=lr))
+    step = torch_step(model, torch.optim.Adam(model.parameters(), lr=lr), autograd=autograd)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one-sequence steps: more threads only add overhead
     try:

@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from . import kernels
-from .models import RecurrentLM, ScratchRNN
+from .models import ScratchRNN
 from .torch_private import recurrent_forward
 
 
 def unsupported(model) -> str | None:
-    """Why the written-out gradient does not apply to ``model`` (``None``: it does)."""
-    if not isinstance(model, (ScratchRNN, RecurrentLM)):
+    """Why the written-out gradient does not apply to ``model`` (``None``: it does).
+
+    It applies to :class:`~dino_rnn.models.ScratchRNN` and to any model made of a one-layer
+    ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``, a ``nn.Linear`` read-out (with or without bias) and
+    optionally dropout on the logits, which says so with ``written_out_parts()`` returning
+    ``(rnn, readout, dropout or None)`` (:class:`~dino_rnn.models.RecurrentLM`, the aⁿbⁿ
+    lab's PyTorch twin), on the CPU in float32.
+    """
+    if not isinstance(model, ScratchRNN) and not hasattr(model, "written_out_parts"):
         return f"no written-out gradient for {type(model).__name__}"
     params = list(model.parameters())
     if not all(p.device.type == "cpu" for p in params):
@@ -39,8 +47,18 @@ def unsupported(model) -> str | None:
         return "the written-out gradient is float32 only"
     if getattr(model, "num_layers", 1) != 1:
         return "the written-out gradient covers one layer"
-    if isinstance(model, RecurrentLM) and recurrent_forward(model.rnn) is None:
-        return f"{type(model.rnn).__name__} is not in the form the written-out gradient covers"
+    if isinstance(model, ScratchRNN):
+        return None
+    rnn, readout, dropout = model.written_out_parts()
+    if recurrent_forward(rnn) is None:
+        return f"{type(rnn).__name__} is not in the form the written-out gradient covers"
+    if type(readout) is not nn.Linear or readout.in_features != rnn.hidden_size:
+        return "the read-out is not one nn.Linear on the hidden state"
+    if dropout is not None and type(dropout) is not nn.Dropout:
+        return "dropout other than nn.Dropout on the logits"
+    n = len(list(rnn.parameters())) + len(list(readout.parameters()))
+    if n != len(params):
+        return "the model has parameters besides the recurrent layer and the read-out"
     return None
 
 
@@ -50,7 +68,8 @@ class WrittenOut:
     Binds once to the model's parameters (NumPy views of their storage) and to gradient
     buffers it sets as their ``.grad`` (``grads``: the tensors, in ``parameters()`` order).
     Loading a state dict copies into the same storage, so the binding holds for a whole
-    run; a model whose parameters are replaced needs a new binding.
+    run; a model whose parameters are replaced needs a new binding. ``compiled=False``
+    uses the NumPy code where a compiled kernel exists (``nn.LSTM``).
     """
 
     def __init__(self, model, compiled: bool = True):
@@ -59,19 +78,32 @@ class WrittenOut:
             raise ValueError(reason)
         self.model = model
         self.tensors = list(model.parameters())
-        self.params = [p.detach().numpy() for p in self.tensors]
         self.grads = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.tensors]
-        self.grad_arrays = [g.numpy() for g in self.grads]
         self.set_grads()
         self._masks: dict = {}
-        self.dropout = model.dropout
         if isinstance(model, ScratchRNN):
+            self.params = [p.detach().numpy() for p in self.tensors]
+            self.grad_arrays = [g.numpy() for g in self.grads]
+            self.dropout = model.dropout
             self._loss_and_grad = self._scratch
-        else:
-            self._forward = recurrent_forward(model.rnn)
-            self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[model.cell]
-            if compiled and model.cell == "lstm":
-                self._loss_and_grad = self._lstm_compiled
+            return
+        rnn, readout, dropout = model.written_out_parts()
+        self.dropout = dropout if dropout is not None else nn.Dropout(0.0)
+        grad_of = {id(p): g.numpy() for p, g in zip(self.tensors, self.grads)}
+        ordered = [*rnn.parameters(), readout.weight]  # w_ih, w_hh, b_ih, b_hh, w_fc
+        self.params = [p.detach().numpy() for p in ordered]
+        self.grad_arrays = [grad_of[id(p)] for p in ordered]
+        if readout.bias is not None:
+            self.params.append(readout.bias.detach().numpy())
+            self.grad_arrays.append(grad_of[id(readout.bias)])
+        else:  # no bias: a zero one, and somewhere to put its (unused) gradient
+            self.params.append(np.zeros(readout.out_features, dtype=np.float32))
+            self.grad_arrays.append(np.zeros(readout.out_features, dtype=np.float32))
+        self._forward = recurrent_forward(rnn)
+        cell = {nn.RNN: "rnn", nn.GRU: "gru", nn.LSTM: "lstm"}[type(rnn)]
+        self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[cell]
+        if compiled and cell == "lstm":
+            self._loss_and_grad = self._lstm_compiled
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""

@@ -235,9 +235,9 @@ def run_anbn(
     Every model starts from ``seed``; the data always come from ``data_seed`` (the lab's
     42), so seeds vary the initialisation only. Losses are the *final* epoch's (the lab
     has no early stopping); accuracy and extrapolation are measured on the final model.
-    ``autograd=True`` trains the NumPy nets with autograd's gradient of their equations
-    (written in torch) instead of their hand-written backward; the PyTorch twin always
-    uses autograd. Returns the JSON's content (``result["models"][key]`` per model).
+    ``autograd=True`` trains every model with autograd's gradient: the NumPy nets' equations
+    written in torch instead of their hand-written backward, and the PyTorch twin with
+    ``loss.backward()`` instead of the written-out gradient of :mod:`dino_rnn.fastgrad`. Returns the JSON's content (``result["models"][key]`` per model).
     """
     seed = P.seed(seed)
     epochs = P.positive_int("ANBN_EPOCHS", epochs)
@@ -268,7 +268,7 @@ def run_anbn(
         if key == "torch_lstm":
             net = anbn.make_torch_twin(V, hidden, seed)
             n_params = sum(p.numel() for p in net.parameters())
-            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key])
+            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
             fn = anbn.torch_logits_fn(net)
         else:
             net = make()

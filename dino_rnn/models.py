@@ -113,6 +113,10 @@ class RecurrentLM(nn.Module):
         out, state = self.rnn(x, state)  # unbatched: x (T, V) -> out (T, H)
         return self.dropout(self.fc(out)), state
 
+    def written_out_parts(self):
+        """(recurrent layer, read-out, dropout): what :mod:`dino_rnn.fastgrad` differentiates."""
+        return self.rnn, self.fc, self.dropout
+
 
 def build_model(
     arch: str,

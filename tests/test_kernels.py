@@ -118,3 +118,41 @@ def test_numpy_step_compiled_or_not_trains_alike(cls):
     (wa, la), (wb, lb) = nets
     np.testing.assert_allclose(lb, la, rtol=0, atol=1e-11)
     np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-11)
+
+
+# -- the aⁿbⁿ lab's PyTorch twin (nn.LSTM + a bias-free read-out, no dropout) ----------
+
+from dino_rnn import anbn  # noqa: E402
+
+
+@pytest.mark.parametrize("T", [1, 4, 21])
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_the_twins_written_out_gradient_is_autograds(T, scale):
+    twin = anbn.make_torch_twin(seed=T)
+    with torch.no_grad():
+        for p in twin.parameters():
+            p.mul_(scale)
+    g = torch.Generator().manual_seed(T)
+    x = F.one_hot(torch.randint(0, 4, (T,), generator=g), 4).float()
+    y = torch.randint(0, 4, (T,), generator=g)
+    loss = F.cross_entropy(twin(x)[0], y)
+    ref = torch.autograd.grad(loss, list(twin.parameters()))
+    got = fastgrad.loss_and_grad(twin, x, y)
+    assert got == pytest.approx(loss.item(), rel=1e-6, abs=1e-6)
+    for (name, p), r in zip(twin.named_parameters(), ref):
+        assert (p.grad - r).abs().max().item() <= 1e-5 * r.abs().max().item() + 1e-7, name
+
+
+def test_the_twin_trains_alike_written_out_or_with_autograd():
+    train, valid, _ = anbn.load()
+    small = anbn.Split(train.sequences[:40])
+    runs = {}
+    for autograd in (False, True):
+        twin = anbn.make_torch_twin(seed=0)
+        h = anbn.train_torch(twin, small, valid, epochs=2, lr=1e-2, autograd=autograd)
+        assert h.gradient == ("autograd" if autograd else "written-out")
+        runs[autograd] = h, [p.detach().clone() for p in twin.parameters()]
+    (a, wa), (b, wb) = runs[False], runs[True]
+    assert a.train_loss == pytest.approx(b.train_loss, rel=0, abs=1e-5)
+    assert a.valid_loss == pytest.approx(b.valid_loss, rel=0, abs=1e-5)
+    assert max((p - q).abs().max().item() for p, q in zip(wa, wb)) < 1e-4

@@ -230,7 +230,7 @@ def test_the_anbn_lab_writes_its_results(study):
     assert r["parameters"]["epochs"] == ANBN_SMOKE["ANBN_EPOCHS"] and r["parameters"]["autograd"] is False
     assert {k: v["learnable_parameters"] for k, v in r["models"].items()} == ANBN_COUNTS
     assert {k: v["gradient"] for k, v in r["models"].items()} == {
-        "numpy_rnn": "numpy", "numpy_lstm": "numpy", "torch_lstm": "autograd", "numpy_lstm_adam": "numpy"}
+        "numpy_rnn": "numpy", "numpy_lstm": "numpy", "torch_lstm": "written-out", "numpy_lstm_adam": "numpy"}
     assert all(m["status"] == "ok" for m in r["models"].values())
     assert (study / "plots" / "anbn-seed0.png").stat().st_size > 0
     assert sum("image/png" in o.get("data", {}) for o in executed_outputs(study / "executed" / ANBN)) >= 1
@@ -257,8 +257,9 @@ def test_the_anbn_labs_autograd_parameter_gives_the_same_numbers(study, autograd
     for key, m in a["models"].items():
         n = b["models"][key]
         assert n["gradient"] == "autograd"
+        tol = 1e-5 if key == "torch_lstm" else 1e-10  # float32 PyTorch LSTM, float64 NumPy nets
         for curve in ("train_loss", "valid_loss"):
-            assert n["history"][curve] == pytest.approx(m["history"][curve], rel=0, abs=1e-10), (key, curve)
+            assert n["history"][curve] == pytest.approx(m["history"][curve], rel=0, abs=tol), (key, curve)
 
 
 def test_comparison_notebook_reads_every_model(study):
