@@ -36,11 +36,12 @@ The PyTorch twin (the lab's last part)
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .train import History, run_epochs
 
 A, B, EOS, UNK = "a", "b", "EOS", "UNK"
 TOKENS = (A, B, EOS, UNK)
@@ -247,10 +248,13 @@ def _twin_class():
             out, state = self.lstm(x, state)
             return self.l_out(out), state
 
+        def written_out_parts(self):  # for the written-out gradient (dino_rnn.fastgrad)
+            return self.lstm, self.l_out, None
+
     return TorchTwin
 
 
-def __getattr__(name):  # TorchTwin is built on first use, so importing this module needs no torch
+def __getattr__(name):  # TorchTwin is built on first use
     if name == "TorchTwin":
         if "TorchTwin" not in globals():
             globals()["TorchTwin"] = _twin_class()
@@ -275,90 +279,44 @@ def numpy_logits_fn(net) -> LogitsFn:
     return lambda ids: net.forward(ids)[0]
 
 
-@dataclass
-class Curves:
-    """Per-epoch mean training loss (accumulated during the epoch), validation loss, seconds."""
+def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3e-4, progress: bool = False,
+                desc: str = "PyTorch LSTM", autograd: bool = False) -> History:
+    """Adam (the lab's choice, lr 3e-4), mean cross-entropy, one step per sequence, in order.
 
-    train_loss: list[float] = field(default_factory=list)
-    valid_loss: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-    status: str = "ok"
-    message: str = ""
+    The gradient is written out (:mod:`dino_rnn.fastgrad`, as for the Dino Names models), or
+    with ``autograd=True`` autograd's, as the lab computed it.
 
-    def record(self, epoch: int, tr: float, va: float, secs: float) -> bool:
-        """Append one epoch; False (and status "diverged") if a loss is not finite."""
-        self.train_loss.append(tr)
-        self.valid_loss.append(va)
-        self.seconds.append(secs)
-        if math.isfinite(tr) and math.isfinite(va):
-            return True
-        self.status = "diverged"
-        self.message = f"loss became {tr if not math.isfinite(tr) else va} at epoch {epoch}"
-        return False
-
-
-def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3e-4, progress: bool = False, desc: str = "PyTorch LSTM") -> Curves:
-    """Adam (the lab's choice, lr 3e-4), mean cross-entropy, one step per sequence, in order."""
+    On :func:`dino_rnn.train.run_epochs`, the one epoch loop, without keeping a best state
+    (the lab has no early stopping): the model ends as the last epoch left it.
+    """
     import torch
     import torch.nn.functional as F
+
+    from .steps import torch_step
 
     def tensors(s: Split):
         return [(F.one_hot(torch.as_tensor(x), len(TOKENS)).float(), torch.as_tensor(y)) for x, y in s.pairs]
 
-    tr_set, va_set = tensors(train), tensors(valid)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    curves = Curves()
+    step = torch_step(model, torch.optim.Adam(model.parameters(), lr=lr), autograd=autograd)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one-sequence steps: more threads only add overhead
     try:
-        _torch_epochs(model, opt, tr_set, va_set, curves, epochs, progress, desc)
+        return run_epochs(step, tensors(train), tensors(valid), epochs=epochs, keep_best=False, progress=progress, desc=desc)
     finally:
         torch.set_num_threads(threads)
-    return curves
 
 
-def _torch_epochs(model, opt, tr_set, va_set, curves, epochs, progress, desc):
-    import torch
-    import torch.nn.functional as F
-    from .train import progress_bar
+def train_numpy(net, optimizer, train: Split, valid: Split, *, epochs: int, clip: float | None = 0.25,
+                progress: bool = False, desc: str = "NumPy", autograd: bool = False) -> History:
+    """The lab's loop: per sequence, forward, hand-written backward, clip the global norm, step.
 
-    for epoch in progress_bar(range(1, epochs + 1), desc=desc, disable=not progress):
-        t0 = time.perf_counter()
-        model.train()
-        total = 0.0
-        for x, y in tr_set:
-            loss = F.cross_entropy(model(x)[0], y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        model.eval()
-        with torch.no_grad():
-            va = sum(F.cross_entropy(model(x)[0], y).item() for x, y in va_set) / len(va_set)
-        if not curves.record(epoch, total / len(tr_set), va, time.perf_counter() - t0):
-            break
+    ``autograd=True``: the gradient from autograd on the same equations written in torch
+    (:class:`dino_rnn.steps.NumpyAutogradStep`) instead of the hand-written backward.
+    """
+    from .steps import numpy_step
 
-
-def train_numpy(net, optimizer, train: Split, valid: Split, *, epochs: int, clip: float | None = 0.25, progress: bool = False, desc: str = "NumPy") -> Curves:
-    """The lab's loop: per sequence, forward, hand-written backward, clip the global norm, step."""
-    from .train import progress_bar
-
-    from .numpy_nets import clip_grad_norm
-
-    curves = Curves()
-    for epoch in progress_bar(range(1, epochs + 1), desc=desc, disable=not progress):
-        t0 = time.perf_counter()
-        total = 0.0
-        for x, y in train.pairs:
-            loss, grads = net.loss_and_grads(x, y)
-            if clip:
-                clip_grad_norm(grads, clip)
-            optimizer.step(grads)
-            total += loss
-        va = sum(net.loss(x, y) for x, y in valid.pairs) / len(valid)
-        if not curves.record(epoch, total / len(train), va, time.perf_counter() - t0):
-            break
-    return curves
+    step = numpy_step(net, optimizer, clip=clip, autograd=autograd)
+    return run_epochs(step, train.pairs, valid.pairs, epochs=epochs, keep_best=False, progress=progress, desc=desc)
 
 
 __all__ = [
@@ -383,5 +341,4 @@ __all__ = [
     "numpy_logits_fn",
     "train_torch",
     "train_numpy",
-    "Curves",
 ]

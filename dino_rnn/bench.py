@@ -163,7 +163,8 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
 
     from .data import Vocab, encode_names, load_names, split_names
     from .models import build_model
-    from .train import evaluate, make_optimizer, set_seed, train_epoch
+    from .steps import torch_step
+    from .train import make_optimizer, pairs_of, set_seed, train_epoch
 
     names = load_names(data)
     vocab = Vocab(names)
@@ -172,13 +173,13 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
     seconds, losses = [], []
     if side == "ours":
         torch.set_num_threads(1)
-        tr, va = encode_names(train, vocab), encode_names(valid, vocab)
+        tr, va = pairs_of(encode_names(train, vocab)), pairs_of(encode_names(valid, vocab))
         model = build_model(arch, len(vocab))
-        opt = make_optimizer(model, 4e-4)
+        step = torch_step(model, make_optimizer(model, 4e-4))
         for _ in range(epochs):
             t0 = time.perf_counter()
-            tl = train_epoch(model, tr, opt)
-            vl = evaluate(model, va)
+            tl = train_epoch(step, tr)
+            vl = step.evaluate(va)
             seconds.append(time.perf_counter() - t0)
             losses.append((tl, vl))
     elif side == "reference":

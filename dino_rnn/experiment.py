@@ -17,8 +17,9 @@ Each model notebook is a narrated walk through an :class:`Experiment`::
 
 Metrics JSON keys: ``architecture``, ``label``, ``learnable_parameters``, ``status``
 ("ok" or "diverged"), ``message``, ``parameters`` (epochs, lr, hidden_size, num_layers,
-seed, max_names, temperature, device, nonlinearity), ``data`` (path, sha256, names,
-vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
+seed, max_names, temperature, device, nonlinearity, autograd), ``gradient`` (how the
+gradients were computed: "written-out", "autograd" or "numpy"; see :mod:`dino_rnn.steps`),
+``data`` (path, sha256, names, vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
 three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
 temperature lists of {start, name, new}, and their ``new_share``), ``versions``,
@@ -35,24 +36,11 @@ import torch
 
 from . import params as P
 from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
-from .resultsdir import NOTEBOOK_RESULTS
+from .resultsdir import NOTEBOOK_RESULTS, result_paths
 from .files import save_figure, save_torch, write_json
 from .models import ARCHITECTURES, LABELS, build_model, count_parameters
 from .sample import new_share, sample_names
 from .train import History, fit, resolve_device, set_seed
-
-METRICS, PLOTS, CHECKPOINTS = "metrics", "plots", "checkpoints"
-
-
-def result_paths(results_dir, arch: str, seed: int, checkpoint_suffix: str = ".pt") -> dict[str, Path]:
-    """Where an experiment's metrics, plot and checkpoint go."""
-    r, stem = Path(results_dir), f"{arch}-seed{seed}"
-    return {
-        "metrics": r / METRICS / f"{stem}.json",
-        "plot": r / PLOTS / f"{stem}.png",
-        "checkpoint": r / CHECKPOINTS / f"{stem}{checkpoint_suffix}",
-    }
-
 
 class Experiment:
     """Train and document one architecture under the published protocol, for one seed."""
@@ -76,6 +64,7 @@ class Experiment:
         data=None,
         temperature: float = 0.8,
         nonlinearity: str = "tanh",
+        autograd: bool = False,
         progress: bool = True,
     ):
         # Every parameter is checked here, before any data is read or anything trained.
@@ -91,6 +80,7 @@ class Experiment:
         self.temperature = P.positive_float("TEMPERATURE", temperature)
         self.nonlinearity = P.choice("NONLINEARITY", nonlinearity, ("tanh", "none"))
         self.device_name = P.device(device)
+        self.autograd = P.boolean("AUTOGRAD", autograd)
         self.results_dir = P.output_dir(results_dir)
         self.data = data
         self.progress = progress
@@ -140,6 +130,7 @@ class Experiment:
             self.test_set,
             epochs=self.epochs,
             lr=self.lr,
+            autograd=self.autograd,
             progress=self.progress,
             desc=self.label,
         )
@@ -194,7 +185,9 @@ class Experiment:
                 "temperature": self.temperature,
                 "device": str(self.device),
                 "nonlinearity": self.nonlinearity if self.arch == "scratch" else None,
+                "autograd": self.autograd,
             },
+            "gradient": h.gradient,
             "data": {
                 "path": str(self.data_path),
                 "sha256": sha256_of(self.data_path),

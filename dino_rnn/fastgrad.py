@@ -3,251 +3,129 @@
 A name is ~12 characters, so a training step is a few hundred tiny operations and its
 cost is per-call overhead, not arithmetic. NumPy's per-call overhead on small arrays is a
 fraction of eager torch's, and there is no autograd graph to build, so this path works on
-NumPy views of the parameters' and gradients' own float32 buffers (no copies). The
-modules' own forward passes (``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``) and the dropout draw
-run in torch; what is written out here is back-propagation through time for the
+NumPy views of the parameters' own float32 buffers and of gradient buffers it sets as
+their ``.grad`` (no copies). The forward pass of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` is
+the module's own op (:func:`dino_rnn.torch_private.recurrent_forward`), and the dropout
+draw is torch's; what is written out here is back-propagation through time for the
 one-layer cells, the read-out, dropout and the cross-entropy.
 
-It sets every parameter's ``.grad`` to what ``loss.backward()`` would give, up to float
-rounding: ``tests/test_speed_semantics.py`` checks it against autograd for every model,
-several name lengths, train and eval mode. Where it does not apply (several layers, a
-GPU, another dtype) the functions return ``None`` and training uses autograd. Set
-``DINO_RNN_AUTOGRAD=1`` to train with autograd everywhere (it is read when a model
-takes its first step).
+    grad = WrittenOut(model)      # binds to the model's parameters (ValueError: not supported)
+    loss = grad(x, y)             # one name; every parameter's .grad is now d loss / d parameter
+
+It gives what ``loss.backward()`` gives, up to float rounding:
+``tests/test_speed_semantics.py`` checks it against autograd for every model, several
+name lengths, train and eval mode. :func:`unsupported` says where it does not apply
+(several layers, a GPU, another dtype); there :mod:`dino_rnn.steps` trains with autograd.
 """
 
 from __future__ import annotations
-
-import os
-import weakref
 
 import numpy as np
 import torch
 from torch import nn
 
+from . import kernels
+from .models import ScratchRNN
+from .torch_private import recurrent_forward
 
-def enabled() -> bool:
-    """False when ``DINO_RNN_AUTOGRAD=1`` asks for autograd everywhere."""
-    return os.environ.get("DINO_RNN_AUTOGRAD", "") in ("", "0")
 
+def unsupported(model) -> str | None:
+    """Why the written-out gradient does not apply to ``model`` (``None``: it does).
 
-@torch.no_grad()
-def scratch_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """Cross-entropy of one name and its exact gradient, without autograd.
-
-    The same computation as ``forward`` from a zero state, then back-propagation
-    through time written out. Sets every parameter's ``.grad`` to what
-    ``loss.backward()`` would give (up to float rounding) and returns the loss.
-    ``None`` (nothing done) off the CPU: use autograd there.
+    It applies to :class:`~dino_rnn.models.ScratchRNN` and to any model made of a one-layer
+    ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``, a ``nn.Linear`` read-out (with or without bias) and
+    optionally dropout on the logits, which says so with ``written_out_parts()`` returning
+    ``(rnn, readout, dropout or None)`` (:class:`~dino_rnn.models.RecurrentLM`, the aⁿbⁿ
+    lab's PyTorch twin), on the CPU in float32.
     """
-    fast = _FastParams.of(model)
-    if fast is None:
+    if not isinstance(model, ScratchRNN) and not hasattr(model, "written_out_parts"):
+        return f"no written-out gradient for {type(model).__name__}"
+    params = list(model.parameters())
+    if not all(p.device.type == "cpu" for p in params):
+        return "the written-out gradient runs on the CPU only"
+    if not all(p.dtype == torch.float32 for p in params):
+        return "the written-out gradient is float32 only"
+    if getattr(model, "num_layers", 1) != 1:
+        return "the written-out gradient covers one layer"
+    if isinstance(model, ScratchRNN):
         return None
-    (wi2h, bi2h, wi2o, bi2o, wo2o, bo2o), grads = fast.params, fast.grads
-    V, H = model.vocab_size, model.hidden_size
-    xn, yn = x.numpy(), y.numpy()
-    T = xn.shape[0]
-    w_h = wi2h[:, V:]
-    # forward, keeping what the gradient needs
-    xhp = np.empty((T, V + H), dtype=np.float32)  # [x_t, h_{t-1}]
-    xhp[:, :V] = xn
-    hs = np.empty((T + 1, H), dtype=np.float32)  # row 0: the zero initial state, row t+1: h_t
-    hs[0] = 0.0
-    np.matmul(xn, wi2h[:, :V].T, out=hs[1:])  # input part of i2h, all steps at once
-    hs[1:] += bi2h
-    tanh = model.nonlinearity == "tanh"
-    tmp = np.empty(H, dtype=np.float32)
-    for t in range(T):
-        row = hs[t + 1]
-        np.dot(w_h, hs[t], out=tmp)
-        row += tmp
-        if tanh:
-            np.tanh(row, out=row)
-    h_prev, h_new = hs[:-1], hs[1:]
-    xhp[:, V:] = h_prev
-    ho = np.empty((T, H + V), dtype=np.float32)  # [h_t, o_t]
-    ho[:, :H] = h_new
-    o = ho[:, H:]
-    np.matmul(xhp, wi2o.T, out=o)
-    o += bi2o
-    z = ho @ wo2o.T
-    z += bo2o
-    loss, dz = _head_loss_and_grad(model.dropout, z, yn, fast)
-    # backward
-    gwo2o, gbo2o = grads[4], grads[5]
-    np.matmul(dz.T, ho, out=gwo2o)
-    np.sum(dz, axis=0, out=gbo2o)
-    dho = dz @ wo2o  # (T, H + V): d h_t (through o2o), d o_t
-    do = dho[:, H:]
-    np.matmul(do.T, xhp, out=grads[2])
-    np.sum(do, axis=0, out=grads[3])
-    # gradient reaching h_t other than through h_{t+1}'s i2h: o2o now, i2o next step
-    dout = np.ascontiguousarray(dho[:, :H])
-    if T > 1:
-        dout[:-1] += do[1:] @ wi2o[:, V:]
-    deriv = (1.0 - h_new * h_new) if tanh else None
-    g = _recurrence_backward(dout, w_h, deriv)  # d pre-activation of i2h, (T, H)
-    np.matmul(g.T, xhp, out=grads[0])
-    np.sum(g, axis=0, out=grads[1])
-    return loss
+    rnn, readout, dropout = model.written_out_parts()
+    if recurrent_forward(rnn) is None:
+        return f"{type(rnn).__name__} is not in the form the written-out gradient covers"
+    if type(readout) is not nn.Linear or readout.in_features != rnn.hidden_size:
+        return "the read-out is not one nn.Linear on the hidden state"
+    if dropout is not None and type(dropout) is not nn.Dropout:
+        return "dropout other than nn.Dropout on the logits"
+    n = len(list(rnn.parameters())) + len(list(readout.parameters()))
+    if n != len(params):
+        return "the model has parameters besides the recurrent layer and the read-out"
+    return None
 
 
-def recurrent_loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float | None:
-    """Cross-entropy of one name and its exact gradient, without autograd.
+class WrittenOut:
+    """One model's written-out gradient: ``loss = grad(x, y)`` sets every ``.grad``.
 
-    The forward pass is the module's own (the ATen op ``model.rnn(x)`` calls, from a
-    zero state, then the read-out and dropout); the gradient is back-propagation through
-    time written out for the one-layer cell, with the gates recomputed from the module's
-    outputs in whole-name matrix products. Sets every parameter's ``.grad`` to what
-    ``loss.backward()`` would give (up to float rounding) and returns the loss.
-    ``None`` (nothing done) where it does not apply (several layers, off the CPU):
-    use autograd there.
+    Binds once to the model's parameters (NumPy views of their storage) and to gradient
+    buffers it sets as their ``.grad`` (``grads``: the tensors, in ``parameters()`` order).
+    Loading a state dict copies into the same storage, so the binding holds for a whole
+    run; a model whose parameters are replaced needs a new binding. ``compiled=False``
+    uses the NumPy code where a compiled kernel exists (``nn.LSTM``).
     """
-    fast = _FastParams.of(model)
-    if fast is None:
-        return None
-    rec = fast.recurrent(model)
-    if rec is None:
-        return None
-    xn = x.numpy()
-    if xn.ndim != 2 or xn.dtype != np.float32 or xn.shape[1] != rec.input_size or not xn.shape[0]:
-        return None
-    if torch.is_grad_enabled():
+
+    def __init__(self, model, compiled: bool = True):
+        reason = unsupported(model)
+        if reason:
+            raise ValueError(reason)
+        self.model = model
+        self.tensors = list(model.parameters())
+        self.grads = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.tensors]
+        self.set_grads()
+        self._masks: dict = {}
+        if isinstance(model, ScratchRNN):
+            self.params = [p.detach().numpy() for p in self.tensors]
+            self.grad_arrays = [g.numpy() for g in self.grads]
+            self.dropout = model.dropout
+            self._loss_and_grad = self._scratch
+            return
+        rnn, readout, dropout = model.written_out_parts()
+        self.dropout = dropout if dropout is not None else nn.Dropout(0.0)
+        grad_of = {id(p): g.numpy() for p, g in zip(self.tensors, self.grads)}
+        ordered = [*rnn.parameters(), readout.weight]  # w_ih, w_hh, b_ih, b_hh, w_fc
+        self.params = [p.detach().numpy() for p in ordered]
+        self.grad_arrays = [grad_of[id(p)] for p in ordered]
+        if readout.bias is not None:
+            self.params.append(readout.bias.detach().numpy())
+            self.grad_arrays.append(grad_of[id(readout.bias)])
+        else:  # no bias: a zero one, and somewhere to put its (unused) gradient
+            self.params.append(np.zeros(readout.out_features, dtype=np.float32))
+            self.grad_arrays.append(np.zeros(readout.out_features, dtype=np.float32))
+        self._forward = recurrent_forward(rnn)
+        cell = {nn.RNN: "rnn", nn.GRU: "gru", nn.LSTM: "lstm"}[type(rnn)]
+        self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[cell]
+        if compiled and cell == "lstm":
+            self._loss_and_grad = self._lstm_compiled
+
+    def set_grads(self) -> None:
+        """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""
+        for p, g in zip(self.tensors, self.grads):
+            if p.grad is not g:
+                p.grad = g
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One name's mean cross-entropy (dropout as the model's mode says); the gradient in ``grads``."""
         with torch.no_grad():
-            return rec.loss_and_grad(model, fast, x, xn, y)
-    return rec.loss_and_grad(model, fast, x, xn, y)
+            return self._loss_and_grad(x, y)
 
-
-_CELL_TYPES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
-
-
-class _Recurrent:
-    """The per-model constants of :func:`recurrent_loss_and_grad`: the op, zero states, modules.
-
-    The forward is the call ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``'s ``forward`` makes for an
-    unbatched input with no initial state (``_VF.rnn_tanh`` / ``_VF.lstm`` / ``_VF.gru`` on
-    the input unsqueezed to a batch of one, zero initial states, the module's
-    ``_flat_weights``), without the module's Python wrapper around it.
-    """
-
-    def __init__(self, model, fast):
-        rnn = self.rnn = model.rnn
-        self.dropout = model.dropout
-        self.cell = model.cell
-        self.input_size, H = rnn.input_size, rnn.hidden_size
-        self.flat = list(fast.tensors[:4])
-        self.op = {"rnn": torch._VF.rnn_tanh, "gru": torch._VF.gru, "lstm": torch._VF.lstm}[self.cell]
-        zeros = torch.zeros(1, 1, H)
-        self.hx = (zeros, torch.zeros(1, 1, H)) if self.cell == "lstm" else zeros
-        self.batch_dim = 0 if rnn.batch_first else 1
-
-    @staticmethod
-    def make(model, fast) -> "_Recurrent | None":
-        rnn = getattr(model, "rnn", None)
-        if (
-            model.num_layers != 1
-            or type(rnn) is not _CELL_TYPES.get(getattr(model, "cell", None))
-            or rnn.num_layers != 1
-            or rnn.bidirectional
-            or not rnn.bias
-            or getattr(rnn, "proj_size", 0)
-            or (model.cell == "rnn" and rnn.nonlinearity != "tanh")
-            or len(fast.tensors) != 6
-            or any(a is not b for a, b in zip(rnn._flat_weights, fast.tensors[:4]))
-        ):
-            return None
-        return _Recurrent(model, fast)
-
-    def valid(self, model) -> bool:
-        flat = self.rnn._flat_weights
-        modules = model._modules  # (``model.rnn`` goes through ``nn.Module.__getattr__``: slow)
-        return (
-            modules.get("rnn") is self.rnn
-            and modules.get("dropout") is self.dropout
-            and flat[0] is self.flat[0] and flat[1] is self.flat[1]
-            and flat[2] is self.flat[2] and flat[3] is self.flat[3]
-        )
-
-    def loss_and_grad(self, model, fast, x, xn, y):
-        rnn = self.rnn
-        out_t = self.op(
-            x.unsqueeze(self.batch_dim), self.hx, rnn._flat_weights, True, 1, rnn.dropout,
-            rnn.training, False, rnn.batch_first,
-        )[0]
-        T = xn.shape[0]
-        out = out_t.numpy().reshape(T, -1)  # (T, H)
-        (w_ih, w_hh, b_ih, b_hh, w_fc, b_fc), grads = fast.params, fast.grads
-        z = out @ w_fc.T
-        z += b_fc
-        loss, dz = _head_loss_and_grad(self.dropout, z, y.numpy(), fast)
-        ones = _ONES[:T] if T <= _ONES.size else np.ones(T, dtype=np.float32)
-        np.matmul(dz.T, out, out=grads[4])
-        np.dot(ones, dz, out=grads[5])  # column sums
-        dout = dz @ w_fc  # d loss / d h_t through the read-out, (T, H)
-        h_prev = np.empty_like(out)
-        h_prev[0] = 0.0
-        h_prev[1:] = out[:-1]
-        cell = self.cell
-        if cell == "rnn":
-            dgi = dgh = _recurrence_backward(dout, w_hh, 1.0 - out * out)
-        elif cell == "gru":
-            dgi, dgh = _gru_backward(xn, h_prev, out, dout, w_ih, w_hh, b_ih, b_hh)
-        else:
-            dgi = dgh = _lstm_backward(xn, h_prev, dout, w_ih, w_hh, b_ih, b_hh)
-        np.matmul(dgi.T, xn, out=grads[0])
-        np.matmul(dgh.T, h_prev, out=grads[1])
-        np.dot(ones, dgi, out=grads[2])
-        if dgh is dgi:
-            np.copyto(grads[3], grads[2])
-        else:
-            np.dot(ones, dgh, out=grads[3])
-        return loss
-
-
-class _FastParams:
-    """NumPy views of a model's parameters and of gradient buffers set as their ``.grad``.
-
-    Rebuilt when a parameter's storage or ``.grad`` was replaced (``zero_grad`` setting
-    them to ``None``, ``load_state_dict`` with ``assign=True``, ...). ``of`` returns
-    ``None`` when the model is not a float32 CPU model, or when ``DINO_RNN_AUTOGRAD=1``
-    (read when they are built: set it before a model's first step).
-    """
-
-    __slots__ = ("tensors", "ptrs", "params", "grad_tensors", "grads", "_recurrent", "_masks")
-    _cache: "weakref.WeakKeyDictionary[nn.Module, _FastParams]" = weakref.WeakKeyDictionary()
-
-    @staticmethod
-    def of(model: nn.Module) -> "_FastParams | None":
-        fast = _FastParams._cache.get(model)
-        if fast is not None and fast.valid():
-            return fast
-        if not enabled():  # read here, once per model (and again if its tensors change)
-            return None
-        tensors = list(model.parameters())
-        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in tensors):
-            return None
-        fast = _FastParams(tensors)
-        _FastParams._cache[model] = fast
-        return fast
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-        self.ptrs = [p.data_ptr() for p in tensors]
-        self.params = [p.detach().numpy() for p in tensors]
-        for p in tensors:
-            if p.grad is None or p.grad.shape != p.shape or not p.grad.is_contiguous() or p.grad.dtype != p.dtype:
-                p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
-        self.grad_tensors = [p.grad for p in tensors]
-        self.grads = [g.numpy() for g in self.grad_tensors]
-        self._recurrent = None
-        self._masks = {}
-
-    def recurrent(self, model) -> "_Recurrent | None":
-        """The model's :class:`_Recurrent` (``None``: the written-out gradient does not apply)."""
-        rec = self._recurrent
-        if rec is None or not rec.valid(model):
-            rec = self._recurrent = _Recurrent.make(model, self)
-        return rec
+    def dropout_mask(self, T: int, V: int) -> np.ndarray:
+        """The (T, V) dropout multipliers drawn as :func:`_head_loss_and_grad` draws them
+        (empty when dropout is off)."""
+        dropout = self.dropout
+        if not (dropout.training and dropout.p > 0):
+            return _NO_MASK
+        keep = 1.0 - dropout.p
+        draw, drawn = self.mask_buffer((T, V))
+        draw.bernoulli_(keep)
+        return np.multiply(drawn, _inverse_keep(keep))
 
     def mask_buffer(self, shape) -> tuple[torch.Tensor, np.ndarray]:
         """A float32 tensor of ``shape`` to draw dropout masks into, and its NumPy view (one per shape)."""
@@ -257,14 +135,125 @@ class _FastParams:
             buf = self._masks[shape] = (t, t.numpy())
         return buf
 
-    def valid(self) -> bool:
-        for p, ptr, g in zip(self.tensors, self.ptrs, self.grad_tensors):
-            if p.grad is not g or p.data_ptr() != ptr:
-                return False
-        return True
+    # -- the from-scratch cell ------------------------------------------------------
+    def _scratch(self, x, y):
+        """The same computation as ``ScratchRNN.forward`` from a zero state, then BPTT written out."""
+        model = self.model
+        (wi2h, bi2h, wi2o, bi2o, wo2o, bo2o), grads = self.params, self.grad_arrays
+        V, H = model.vocab_size, model.hidden_size
+        xn, yn = x.numpy(), y.numpy()
+        T = xn.shape[0]
+        w_h = wi2h[:, V:]
+        # forward, keeping what the gradient needs
+        xhp = np.empty((T, V + H), dtype=np.float32)  # [x_t, h_{t-1}]
+        xhp[:, :V] = xn
+        hs = np.empty((T + 1, H), dtype=np.float32)  # row 0: the zero initial state, row t+1: h_t
+        hs[0] = 0.0
+        np.matmul(xn, wi2h[:, :V].T, out=hs[1:])  # input part of i2h, all steps at once
+        hs[1:] += bi2h
+        tanh = model.nonlinearity == "tanh"
+        tmp = np.empty(H, dtype=np.float32)
+        for t in range(T):
+            row = hs[t + 1]
+            np.dot(w_h, hs[t], out=tmp)
+            row += tmp
+            if tanh:
+                np.tanh(row, out=row)
+        h_prev, h_new = hs[:-1], hs[1:]
+        xhp[:, V:] = h_prev
+        ho = np.empty((T, H + V), dtype=np.float32)  # [h_t, o_t]
+        ho[:, :H] = h_new
+        o = ho[:, H:]
+        np.matmul(xhp, wi2o.T, out=o)
+        o += bi2o
+        z = ho @ wo2o.T
+        z += bo2o
+        loss, dz = _head_loss_and_grad(self.dropout, z, yn, self)
+        # backward
+        gwo2o, gbo2o = grads[4], grads[5]
+        np.matmul(dz.T, ho, out=gwo2o)
+        np.sum(dz, axis=0, out=gbo2o)
+        dho = dz @ wo2o  # (T, H + V): d h_t (through o2o), d o_t
+        do = dho[:, H:]
+        np.matmul(do.T, xhp, out=grads[2])
+        np.sum(do, axis=0, out=grads[3])
+        # gradient reaching h_t other than through h_{t+1}'s i2h: o2o now, i2o next step
+        dout = np.ascontiguousarray(dho[:, :H])
+        if T > 1:
+            dout[:-1] += do[1:] @ wi2o[:, V:]
+        deriv = (1.0 - h_new * h_new) if tanh else None
+        g = _recurrence_backward(dout, w_h, deriv)  # d pre-activation of i2h, (T, H)
+        np.matmul(g.T, xhp, out=grads[0])
+        np.sum(g, axis=0, out=grads[1])
+        return loss
+
+    # -- nn.RNN / nn.LSTM / nn.GRU ---------------------------------------------------
+    def _recurrent_head(self, x, y):
+        """The module's forward, the read-out, dropout and the loss; the read-out's gradient.
+
+        Returns the loss, the NumPy input, the outputs h_t (T, H), the previous states,
+        d loss / d h_t through the read-out, and a row of ones for column sums.
+        """
+        xn = x.numpy()
+        T = xn.shape[0]
+        out = self._forward(x).numpy().reshape(T, -1)  # (T, H)
+        w_fc, b_fc = self.params[4], self.params[5]
+        grads = self.grad_arrays
+        z = out @ w_fc.T
+        z += b_fc
+        loss, dz = _head_loss_and_grad(self.dropout, z, y.numpy(), self)
+        ones = _ONES[:T] if T <= _ONES.size else np.ones(T, dtype=np.float32)
+        np.matmul(dz.T, out, out=grads[4])
+        np.dot(ones, dz, out=grads[5])  # column sums
+        dout = dz @ w_fc  # d loss / d h_t through the read-out, (T, H)
+        h_prev = np.empty_like(out)
+        h_prev[0] = 0.0
+        h_prev[1:] = out[:-1]
+        return loss, xn, out, h_prev, dout, ones
+
+    def _input_grads(self, xn, h_prev, dgi, dgh, ones) -> None:
+        grads = self.grad_arrays
+        np.matmul(dgi.T, xn, out=grads[0])
+        np.matmul(dgh.T, h_prev, out=grads[1])
+        np.dot(ones, dgi, out=grads[2])
+        if dgh is dgi:
+            np.copyto(grads[3], grads[2])
+        else:
+            np.dot(ones, dgh, out=grads[3])
+
+    def _rnn(self, x, y):
+        loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)
+        d = _recurrence_backward(dout, self.params[1], 1.0 - out * out)
+        self._input_grads(xn, h_prev, d, d, ones)
+        return loss
+
+    def _gru(self, x, y):
+        loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)
+        w_ih, w_hh, b_ih, b_hh = self.params[:4]
+        dgi, dgh = _gru_backward(xn, h_prev, out, dout, w_ih, w_hh, b_ih, b_hh)
+        self._input_grads(xn, h_prev, dgi, dgh, ones)
+        return loss
+
+    def _lstm_compiled(self, x, y):
+        """The whole step in one compiled call (:func:`dino_rnn.kernels.lstm_step`)."""
+        xn = x.numpy()
+        mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
+        return kernels.lstm_step(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
+
+    def _lstm(self, x, y):
+        loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)
+        w_ih, w_hh, b_ih, b_hh = self.params[:4]
+        d = _lstm_backward(xn, h_prev, dout, w_ih, w_hh, b_ih, b_hh)
+        self._input_grads(xn, h_prev, d, d, ones)
+        return loss
 
 
-def _head_loss_and_grad(dropout: nn.Dropout, z: np.ndarray, y: np.ndarray, fast: "_FastParams | None" = None):
+def loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float:
+    """One name's loss with every ``.grad`` set, written out (a one-off :class:`WrittenOut`)."""
+    return WrittenOut(model)(x, y)
+
+
+def _head_loss_and_grad(dropout, z: np.ndarray, y: np.ndarray, fast: "WrittenOut | None" = None):
     """Dropout (drawn as ``nn.Dropout`` draws it) + mean cross-entropy on logits ``z`` (T, V).
 
     Returns the loss and d loss / d ``z``. The mask comes from torch's generator exactly
@@ -299,6 +288,7 @@ def _head_loss_and_grad(dropout: nn.Dropout, z: np.ndarray, y: np.ndarray, fast:
 
 
 _ONES = np.ones(4096, dtype=np.float32)
+_NO_MASK = np.empty((0, 0), dtype=np.float32)
 _INVERSE_KEEP: dict = {}
 
 

@@ -31,14 +31,12 @@ aⁿbⁿ — :func:`run_anbn`
 
         anbn/anbn-seed{seed}.json   plots/anbn-seed{seed}.png
 
-:func:`anbn_section` turns every ``anbn/*.json`` into a Markdown section for the
-comparison report.
+:func:`dino_rnn.report.anbn_section` turns every ``anbn/*.json`` into a Markdown section
+for the comparison report.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import platform
 import time
@@ -50,9 +48,11 @@ from . import anbn
 from . import params as P
 from .data import DataError, Vocab, make_pair
 from .experiment import Experiment
-from .resultsdir import NOTEBOOK_RESULTS
+from .report import ANBN_ORDER
+from .resultsdir import NOTEBOOK_RESULTS, anbn_paths
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
+from .steps import numpy_step
 from .train import History, run_epochs
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
@@ -154,27 +154,12 @@ class NumpyExperiment(Experiment):
 
     def train(self) -> History:
         """The published protocol in NumPy; the net ends holding its best-validation state."""
-        net = self.net
-        opt = AdamW(net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
-
-        def epoch() -> float:
-            total = 0.0
-            for x, y in self.train_pairs:
-                loss, grads = net.loss_and_grads(x, y)
-                opt.step(grads)
-                total += loss
-            return total / len(self.train_pairs)
-
+        opt = AdamW(self.net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
+        step = numpy_step(self.net, opt, autograd=self.autograd)
         with np.errstate(over="ignore", invalid="ignore"):
             self.history = run_epochs(
-                self.epochs,
-                epoch,
-                lambda: self.evaluate(self.valid_pairs),
-                net.get_state,
-                net.set_state,
-                lambda: self.evaluate(self.test_pairs),
-                progress=self.progress,
-                desc=self.label,
+                step, self.train_pairs, self.valid_pairs, self.test_pairs,
+                epochs=self.epochs, progress=self.progress, desc=self.label,
             )
         return self.history
 
@@ -221,19 +206,12 @@ def load_numpy_checkpoint(path):
 # aⁿbⁿ
 # ---------------------------------------------------------------------------
 
-ANBN_DIR = "anbn"
-ANBN_ORDER = ("numpy_rnn", "numpy_lstm", "torch_lstm", "numpy_lstm_adam")
 ANBN_LABELS = {
     "numpy_rnn": "NumPy RNN (SGD)",
     "numpy_lstm": "NumPy LSTM (SGD)",
     "torch_lstm": "PyTorch LSTM (Adam)",
     "numpy_lstm_adam": "NumPy LSTM (NumPy Adam, control)",
 }
-
-
-def anbn_paths(results_dir, seed: int) -> dict[str, Path]:
-    r = Path(results_dir)
-    return {"json": r / ANBN_DIR / f"anbn-seed{seed}.json", "plot": r / "plots" / f"anbn-seed{seed}.png"}
 
 
 def run_anbn(
@@ -246,6 +224,7 @@ def run_anbn(
     torch_lr: float = 3e-4,
     clip: float = 0.25,
     adam_control: bool = True,
+    autograd: bool = False,
     data_seed: int = anbn.DATA_SEED,
     results_dir=NOTEBOOK_RESULTS,
     progress: bool = True,
@@ -256,7 +235,9 @@ def run_anbn(
     Every model starts from ``seed``; the data always come from ``data_seed`` (the lab's
     42), so seeds vary the initialisation only. Losses are the *final* epoch's (the lab
     has no early stopping); accuracy and extrapolation are measured on the final model.
-    Returns the JSON's content (``result["models"][key]`` per model).
+    ``autograd=True`` trains every model with autograd's gradient: the NumPy nets' equations
+    written in torch instead of their hand-written backward, and the PyTorch twin with
+    ``loss.backward()`` instead of the written-out gradient of :mod:`dino_rnn.fastgrad`. Returns the JSON's content (``result["models"][key]`` per model).
     """
     seed = P.seed(seed)
     epochs = P.positive_int("ANBN_EPOCHS", epochs)
@@ -265,6 +246,7 @@ def run_anbn(
     lstm_lr = P.positive_float("ANBN_LSTM_LR", lstm_lr)
     torch_lr = P.positive_float("ANBN_TORCH_LR", torch_lr)
     clip = P.positive_float("ANBN_CLIP", clip)
+    autograd = P.boolean("AUTOGRAD", autograd)
     data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
     results_dir = P.output_dir(results_dir)
 
@@ -286,13 +268,13 @@ def run_anbn(
         if key == "torch_lstm":
             net = anbn.make_torch_twin(V, hidden, seed)
             n_params = sum(p.numel() for p in net.parameters())
-            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key])
+            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
             fn = anbn.torch_logits_fn(net)
         else:
             net = make()
             n_params = net.n_params
             with np.errstate(over="ignore", invalid="ignore"):
-                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key])
+                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
             fn = anbn.numpy_logits_fn(net)
         train_seconds = time.perf_counter() - t0
         models[key] = _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate)
@@ -319,6 +301,7 @@ def run_anbn(
             "torch_lr": torch_lr,
             "clip": clip,
             "adam_control": bool(adam_control),
+            "autograd": autograd,
         },
         "models": models,
         "versions": _versions(),
@@ -346,6 +329,7 @@ def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, t
         "optimizer": opt_text,
         "status": curves.status,
         "message": curves.message,
+        "gradient": curves.gradient,
         "history": {"train_loss": curves.train_loss, "valid_loss": curves.valid_loss, "seconds": curves.seconds},
         "final_train_loss": curves.train_loss[-1] if curves.train_loss else math.nan,
         "final_valid_loss": curves.valid_loss[-1] if curves.valid_loss else math.nan,
@@ -398,119 +382,12 @@ def plot_anbn(result: dict):
     return fig
 
 
-# ---------------------------------------------------------------------------
-# The report section
-# ---------------------------------------------------------------------------
-
-
-def load_anbn(results_dir) -> list[dict]:
-    """Every ``anbn/*.json`` under ``results_dir``, by seed."""
-    runs = [json.loads(Path(f).read_text(encoding="utf-8")) for f in sorted(glob.glob(str(Path(results_dir) / ANBN_DIR / "*.json")))]
-    return sorted(runs, key=lambda r: r["parameters"]["seed"])
-
-
-def _pm(values, digits: int = 4, pct: bool = False) -> str:
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return "—"
-    f = (lambda x: f"{100 * x:.{max(digits - 3, 0)}f}%") if pct else (lambda x: f"{x:.{digits}f}")
-    if len(v) == 1:
-        return str(v[0]) if isinstance(v[0], int) and not pct else f(v[0])
-    return f"{f(float(np.mean(v)))} ± {f(float(np.std(v, ddof=1)))}"
-
-
-def anbn_table(runs: list[dict]) -> str:
-    """The aⁿbⁿ table in Markdown: one row per model, mean ± std over seeds."""
-    return anbn_frame(runs).to_markdown(index=False, disable_numparse=True)
-
-
-def anbn_frame(runs: list[dict]):
-    """The aⁿbⁿ table as text cells (a DataFrame): one row per model, mean ± std over seeds."""
-    import pandas as pd
-
-    rows = []
-    keys = [k for k in ANBN_ORDER if any(k in r["models"] for r in runs)]
-    keys += sorted({k for r in runs for k in r["models"]} - set(keys))
-    for key in keys:
-        ms = [r["models"][key] for r in runs if key in r["models"]]
-        ok = [m for m in ms if m["status"] == "ok"]
-        largest = [m["largest_n"] for m in ok]
-        rows.append(
-            {
-                "Model": ms[0]["label"],
-                "Parameters": str(ms[0]["learnable_parameters"]),
-                "Optimiser": ms[0].get("optimizer", ""),
-                "Seeds": f"{len(ok)}" + (f" (+{len(ms) - len(ok)} diverged)" if len(ms) > len(ok) else ""),
-                "Final train loss": _pm([m["final_train_loss"] for m in ok]),
-                "Final valid loss": _pm([m["final_valid_loss"] for m in ok]),
-                "Determined-position accuracy (test)": _pm([m["determined"]["test"]["accuracy"] for m in ok], 4, pct=True),
-                "Test sequences all right": _pm([m["determined"]["test"]["sequences_all_right"] for m in ok], 3, pct=True),
-                "n = 1..11 exact (of 11)": _pm([m["in_range_exact"] for m in ok], 1),
-                "Largest n exact (12..20)": ", ".join("none" if n is None else str(n) for n in largest) or "—",
-                "Seconds": _pm([m["seconds"] for m in ms], 1),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def select_anbn(runs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """One setting per table (as in the Dino Names table): the runs of the most common one, and the others."""
-    key = lambda r: json.dumps({k: v for k, v in r["parameters"].items() if k != "seed"}, sort_keys=True)  # noqa: E731
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[key(r)] = counts.get(key(r), 0) + 1
-    if not counts:
-        return [], []
-    chosen = max(counts, key=counts.get)
-    return [r for r in runs if key(r) == chosen], [r for r in runs if key(r) != chosen]
-
-
-def anbn_section(results_dir) -> str | None:
-    """A Markdown section ``## aⁿbⁿ: the NumPy lab`` from ``anbn/*.json``; None if there are none."""
-    runs, left_out = select_anbn(load_anbn(results_dir))
-    if not runs:
-        return None
-    seeds = [r["parameters"]["seed"] for r in runs]
-    p, t = runs[0]["parameters"], runs[0]["task"]
-    base = t.get("always_b_accuracy", {}).get("test")
-    base_text = f" Always predicting b scores {100 * base:.1f}% on the test set; the rest is knowing where EOS goes." if base is not None else ""
-    lines = [
-        "## aⁿbⁿ: the NumPy lab",
-        "",
-        f"The lab's task: {t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]} "
-        f"(data seed {t['data_seed']}), split {t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, "
-        f"{p['epochs']} epochs, one step per sequence. Seeds {', '.join(map(str, seeds))} (the initialisation; the data are fixed). "
-        "Losses are the final epoch's (the lab has no early stopping), mean ± std over seeds.",
-        "",
-        "*Determined-position accuracy*: argmax predictions, with the true prefix fed, at the positions whose next "
-        "token is determined (every b after the first, and EOS), pooled over the test set." + base_text + " "
-        "*Test sequences all right*: the share of test sequences with every determined position right. "
-        "*n = 1..11 exact*: fed aⁿb, the model greedily emits exactly n−1 more b's and then EOS. "
-        "*Largest n exact*: the largest n such that every n′ from 12 to n (longer than any training sequence) is "
-        "completed exactly; one value per seed, \"none\" when n = 12 already fails.",
-        "",
-        anbn_table(runs),
-        "",
-    ]
-    for r in left_out:
-        p2 = r["parameters"]
-        diff = ", ".join(f"{k} {p2.get(k)} (not {p.get(k)})" for k in sorted(set(p) | set(p2)) if k != "seed" and p2.get(k) != p.get(k))
-        lines.append(f"- Left out: seed {p2['seed']}, other settings: {diff}.")
-    if left_out:
-        lines.append("")
-    return "\n".join(lines)
-
-
 __all__ = [
     "NumpyExperiment",
     "TorchView",
     "load_numpy_checkpoint",
     "run_anbn",
     "plot_anbn",
-    "load_anbn",
-    "anbn_table",
-    "anbn_frame",
-    "anbn_section",
     "NUMPY_LABELS",
     "ANBN_LABELS",
 ]

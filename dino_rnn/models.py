@@ -26,8 +26,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import fastgrad
-
 ARCHITECTURES = ("scratch", "rnn", "lstm", "gru")
 LABELS = {
     "scratch": "RNN from scratch (nn.Linear)",
@@ -90,10 +88,6 @@ class ScratchRNN(nn.Module):
         logits = self.dropout(self.o2o(torch.cat([h_new, o], dim=1)))
         return logits, h_new[-1]
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
-        """One name's loss, with every ``.grad`` set, without autograd: see :mod:`dino_rnn.fastgrad`."""
-        return fastgrad.scratch_loss_and_grad(self, x, y)
-
 
 class RecurrentLM(nn.Module):
     """``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (chosen by ``cell``) + Linear(H -> V) + dropout.
@@ -119,9 +113,9 @@ class RecurrentLM(nn.Module):
         out, state = self.rnn(x, state)  # unbatched: x (T, V) -> out (T, H)
         return self.dropout(self.fc(out)), state
 
-    def loss_and_grad(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
-        """One name's loss, with every ``.grad`` set, without autograd: see :mod:`dino_rnn.fastgrad`."""
-        return fastgrad.recurrent_loss_and_grad(self, x, y)
+    def written_out_parts(self):
+        """(recurrent layer, read-out, dropout): what :mod:`dino_rnn.fastgrad` differentiates."""
+        return self.rnn, self.fc, self.dropout
 
 
 def build_model(

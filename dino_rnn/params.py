@@ -78,6 +78,13 @@ def positive_float(name: str, value, *, allow_none: bool = False) -> float | Non
     return float(value)
 
 
+def boolean(name: str, value) -> bool:
+    """``True`` or ``False`` only (papermill passes ``-p AUTOGRAD True`` as a bool)."""
+    if not isinstance(value, bool):
+        raise ParameterError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
 def choice(name: str, value, choices) -> str:
     if value not in choices:
         raise ParameterError(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}")

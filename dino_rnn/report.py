@@ -29,7 +29,7 @@ import pandas as pd
 
 from .data import DATA_DIR
 from .files import save_figure, write_text
-from .resultsdir import REFERENCE
+from .resultsdir import ANBN_DIR, REFERENCE, STUDY_JSON
 
 PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
 # The published table's row names, by our architecture names.
@@ -40,7 +40,6 @@ LOSSES = ("train_loss", "valid_loss", "test_loss")
 SETTINGS = ("epochs", "lr", "hidden_size", "num_layers", "max_names", "nonlinearity", "temperature")
 # Seed-by-seed agreement with the reference: losses within this are "the same".
 MATCH_TOLERANCE = 1e-6
-STUDY_JSON = "study.json"
 # Plots: the loss with its unit; per model a colour (Okabe–Ito, safe for colour-blind readers),
 # a line style and a marker, so that curves stay apart in grayscale too.
 LOSS_LABEL = "cross-entropy (nats per character)"
@@ -684,11 +683,7 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
 
 
 def default_sections(results_dir) -> list[str]:
-    """Sections other parts of the study add to the report (the aⁿbⁿ lab, when it has run)."""
-    try:
-        from .lab import anbn_section
-    except ImportError:
-        return []
+    """Sections the report adds from the folder's other result files (the aⁿbⁿ lab's, when it has run)."""
     return [s for s in [anbn_section(results_dir)] if s]
 
 
@@ -723,3 +718,108 @@ def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_
         save_figure(fig, results_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return summary
+
+
+# ---------------------------------------------------------------------------
+# The aⁿbⁿ lab's section, from anbn/*.json (written by dino_rnn.lab.run_anbn)
+# ---------------------------------------------------------------------------
+
+ANBN_ORDER = ("numpy_rnn", "numpy_lstm", "torch_lstm", "numpy_lstm_adam")
+
+
+def load_anbn(results_dir) -> list[dict]:
+    """Every ``anbn/*.json`` under ``results_dir``, by seed."""
+    runs = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((Path(results_dir) / ANBN_DIR).glob("*.json"))]
+    return sorted(runs, key=lambda r: r["parameters"]["seed"])
+
+
+def _pm_values(values, digits: int = 4, pct: bool = False) -> str:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "—"
+    f = (lambda x: f"{100 * x:.{max(digits - 3, 0)}f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    if len(v) == 1:
+        return str(v[0]) if isinstance(v[0], int) and not pct else f(v[0])
+    return f"{f(float(np.mean(v)))} ± {f(float(np.std(v, ddof=1)))}"
+
+
+def anbn_table(runs: list[dict]) -> str:
+    """The aⁿbⁿ table in Markdown: one row per model, mean ± std over seeds."""
+    return anbn_frame(runs).to_markdown(index=False, disable_numparse=True)
+
+
+def anbn_frame(runs: list[dict]):
+    """The aⁿbⁿ table as text cells (a DataFrame): one row per model, mean ± std over seeds."""
+    import pandas as pd
+
+    rows = []
+    keys = [k for k in ANBN_ORDER if any(k in r["models"] for r in runs)]
+    keys += sorted({k for r in runs for k in r["models"]} - set(keys))
+    for key in keys:
+        ms = [r["models"][key] for r in runs if key in r["models"]]
+        ok = [m for m in ms if m["status"] == "ok"]
+        largest = [m["largest_n"] for m in ok]
+        rows.append(
+            {
+                "Model": ms[0]["label"],
+                "Parameters": str(ms[0]["learnable_parameters"]),
+                "Optimiser": ms[0].get("optimizer", ""),
+                "Seeds": f"{len(ok)}" + (f" (+{len(ms) - len(ok)} diverged)" if len(ms) > len(ok) else ""),
+                "Final train loss": _pm_values([m["final_train_loss"] for m in ok]),
+                "Final valid loss": _pm_values([m["final_valid_loss"] for m in ok]),
+                "Determined-position accuracy (test)": _pm_values([m["determined"]["test"]["accuracy"] for m in ok], 4, pct=True),
+                "Test sequences all right": _pm_values([m["determined"]["test"]["sequences_all_right"] for m in ok], 3, pct=True),
+                "n = 1..11 exact (of 11)": _pm_values([m["in_range_exact"] for m in ok], 1),
+                "Largest n exact (12..20)": ", ".join("none" if n is None else str(n) for n in largest) or "—",
+                "Seconds": _pm_values([m["seconds"] for m in ms], 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def select_anbn(runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """One setting per table (as in the Dino Names table): the runs of the most common one, and the others."""
+    key = lambda r: json.dumps({k: v for k, v in r["parameters"].items() if k != "seed"}, sort_keys=True)  # noqa: E731
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[key(r)] = counts.get(key(r), 0) + 1
+    if not counts:
+        return [], []
+    chosen = max(counts, key=counts.get)
+    return [r for r in runs if key(r) == chosen], [r for r in runs if key(r) != chosen]
+
+
+def anbn_section(results_dir) -> str | None:
+    """A Markdown section ``## aⁿbⁿ: the NumPy lab`` from ``anbn/*.json``; None if there are none."""
+    runs, left_out = select_anbn(load_anbn(results_dir))
+    if not runs:
+        return None
+    seeds = [r["parameters"]["seed"] for r in runs]
+    p, t = runs[0]["parameters"], runs[0]["task"]
+    base = t.get("always_b_accuracy", {}).get("test")
+    base_text = f" Always predicting b scores {100 * base:.1f}% on the test set; the rest is knowing where EOS goes." if base is not None else ""
+    lines = [
+        "## aⁿbⁿ: the NumPy lab",
+        "",
+        f"The lab's task: {t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]} "
+        f"(data seed {t['data_seed']}), split {t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, "
+        f"{p['epochs']} epochs, one step per sequence. Seeds {', '.join(map(str, seeds))} (the initialisation; the data are fixed). "
+        "Losses are the final epoch's (the lab has no early stopping), mean ± std over seeds.",
+        "",
+        "*Determined-position accuracy*: argmax predictions, with the true prefix fed, at the positions whose next "
+        "token is determined (every b after the first, and EOS), pooled over the test set." + base_text + " "
+        "*Test sequences all right*: the share of test sequences with every determined position right. "
+        "*n = 1..11 exact*: fed aⁿb, the model greedily emits exactly n−1 more b's and then EOS. "
+        "*Largest n exact*: the largest n such that every n′ from 12 to n (longer than any training sequence) is "
+        "completed exactly; one value per seed, \"none\" when n = 12 already fails.",
+        "",
+        anbn_table(runs),
+        "",
+    ]
+    for r in left_out:
+        p2 = r["parameters"]
+        diff = ", ".join(f"{k} {p2.get(k)} (not {p.get(k)})" for k in sorted(set(p) | set(p2)) if k != "seed" and p2.get(k) != p.get(k))
+        lines.append(f"- Left out: seed {p2['seed']}, other settings: {diff}.")
+    if left_out:
+        lines.append("")
+    return "\n".join(lines)

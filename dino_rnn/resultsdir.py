@@ -7,6 +7,9 @@ Where results live (one place decides it)::
     results/study/       ``dino-rnn study`` (default ``--out``); ignored by git
     results/notebooks/   the notebooks run by hand in Jupyter (their RESULTS_DIR); ignored by git
 
+and, inside any of them, where each file goes (:func:`result_paths`, :func:`anbn_paths`,
+:data:`STUDY_JSON`).
+
 A folder a study writes (``--out``) is treated as the user's:
 
 - **Ownership.** A study writes a manifest, ``.dino-rnn.json``, listing every file it put
@@ -51,6 +54,27 @@ RESULTS = ROOT / "results"
 REFERENCE = RESULTS / "reference"
 STUDY = RESULTS / "study"
 NOTEBOOK_RESULTS = RESULTS / "notebooks"
+
+# Inside a results folder (a study's, the reference, RESULTS_DIR of a notebook run by hand):
+METRICS, PLOTS, CHECKPOINTS, ANBN_DIR = "metrics", "plots", "checkpoints", "anbn"
+STUDY_JSON = "study.json"  # what the study that wrote the folder ran, and how it went
+
+
+def result_paths(results_dir, arch: str, seed: int, checkpoint_suffix: str = ".pt") -> dict[str, Path]:
+    """Where one model run's metrics JSON, learning-curve plot and checkpoint go."""
+    r, stem = Path(results_dir), f"{arch}-seed{seed}"
+    return {
+        "metrics": r / METRICS / f"{stem}.json",
+        "plot": r / PLOTS / f"{stem}.png",
+        "checkpoint": r / CHECKPOINTS / f"{stem}{checkpoint_suffix}",
+    }
+
+
+def anbn_paths(results_dir, seed: int) -> dict[str, Path]:
+    """Where one aⁿbⁿ run's JSON and overlay plot go."""
+    r = Path(results_dir)
+    return {"json": r / ANBN_DIR / f"anbn-seed{seed}.json", "plot": r / PLOTS / f"anbn-seed{seed}.png"}
+
 
 MANIFEST = ".dino-rnn.json"
 MARKER = ".dino-rnn-staging"  # in a staging folder only: everything in it is the run's own

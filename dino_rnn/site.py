@@ -444,7 +444,8 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     """
     import jinja2
 
-    from .lab import ANBN_LABELS, anbn_frame, load_anbn, plot_anbn, select_anbn
+    from .lab import ANBN_LABELS, plot_anbn
+    from .report import anbn_frame, load_anbn, select_anbn
 
     shown = Path(results_dir)
     results_dir = Path(source) if source is not None else shown

@@ -35,13 +35,13 @@ from tqdm import tqdm
 from . import params as P
 from .data import read_names, resolve_data_path, split_names
 from .files import write_json
-from .report import STUDY_JSON, load_metrics, reference_check, reference_summary, select_runs, write_comparison
-from .resultsdir import REFERENCE, STUDY, ResultsFolder
+from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
+from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 from .site import HTML, INDEX, build_site, versions
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
-# A generous bound on one notebook cell (the longest, the aⁿbⁿ lab, takes ~2 minutes here):
+# A generous bound on one notebook cell (the longest, the aⁿbⁿ lab's training, takes ~1 minute here):
 # a hung kernel fails its notebook instead of hanging the study.
 CELL_TIMEOUT = 1800
 # Smoke mode: small enough for CI, large enough that every code path runs.
@@ -335,8 +335,11 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
 
 
 def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:
-    """Job indices, the notebooks that took longest last time first (stable otherwise)."""
-    return sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i].notebook, 0.0))
+    """Job indices, the notebooks that took longest last time first (stable otherwise).
+
+    A notebook the previous run did not have (new, or renamed) may be long: it goes first.
+    """
+    return sorted(range(len(jobs)), key=lambda i: -cost.get(jobs[i].notebook, float("inf")) if cost else 0.0)
 
 
 def _summary(result: StudyResult) -> dict:

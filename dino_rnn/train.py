@@ -7,28 +7,29 @@ and test losses are the same mean in eval mode. The state with the lowest valida
 loss is kept, and the reported training / validation / test losses are that epoch's
 (the published table's definitions).
 
+The pieces, in the order they run: :func:`fit` makes the optimizer and the step
+(:mod:`dino_rnn.steps`: how the gradient is computed, chosen once per run), and
+:func:`run_epochs`, the one epoch loop of every trainer in the package, calls
+:func:`train_epoch` and the step's evaluation once per epoch and keeps the best state.
+
 Speed without changing the arithmetic: tensors are built once (:func:`encode_names`),
-training runs on one intra-op thread (the per-name work is far too small to share),
-losses are summed on the device with no ``.item()`` per step, and AdamW takes its
-fused path where the device supports it.
+training runs on one intra-op thread (the per-name work is far too small to share), and
+AdamW takes its fused kernel directly (:mod:`dino_rnn.torch_private`).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.optim import optimizer as _optim_impl
 
 from .data import Example
+from .steps import evaluate_pairs, torch_step
 
 
 def set_seed(seed: int) -> None:
@@ -63,107 +64,25 @@ def to_device(examples: list[Example], device: torch.device) -> list[Example]:
 def evaluate(model: nn.Module, examples: list[Example]) -> float:
     """Mean over names of each name's mean cross-entropy, in eval mode (no dropout)."""
     model.eval()
-    total = torch.zeros((), device=next(model.parameters()).device)
-    for e in examples:
-        logits, _ = model(e.x)
-        total += F.cross_entropy(logits, e.y)
-    return total.item() / len(examples)
+    return evaluate_pairs(model, pairs_of(examples))
 
 
-class _FusedAdamW:
-    """``optimizer.step()`` for a plain fused ``torch.optim.AdamW``, minus its Python overhead.
+def pairs_of(examples: list[Example]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` per name: what a step takes."""
+    return [(e.x, e.y) for e in examples]
 
-    Calls the same kernel (``torch._fused_adamw_``) with the optimizer's own state
-    tensors and hyper-parameters, exactly as ``AdamW.step`` does for a single CPU/GPU
-    float group, so the update is bit-for-bit the same and the optimizer's
-    ``state_dict`` stays valid. ``make`` returns ``None`` (use ``optimizer.step()``)
-    for anything else: other optimizers, several groups, amsgrad, maximize, hooks,
-    tensor hyper-parameters, mixed devices or dtypes.
+
+def train_epoch(step, pairs) -> float:
+    """One pass, one step per sequence, in order; the mean training loss (dropout on).
+
+    ``step`` is any of :mod:`dino_rnn.steps` (how it computes its gradient is its business);
+    ``pairs`` are its ``(x, y)`` sequences.
     """
-
-    def __init__(self, optimizer, params, group):
-        self.params = params
-        for p in params:
-            st = optimizer.state[p]
-            if len(st) == 0:  # lazy state, as AdamW's _init_group makes it for fused
-                st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        self.exp_avgs = [optimizer.state[p]["exp_avg"] for p in params]
-        self.exp_avg_sqs = [optimizer.state[p]["exp_avg_sq"] for p in params]
-        # The step counts become views of one vector, so one add_ advances them all
-        # (``_foreach_add_`` over separate scalars costs more than the AdamW kernel).
-        self.step_buf = torch.stack([optimizer.state[p]["step"].detach() for p in params])
-        for k, p in enumerate(params):
-            optimizer.state[p]["step"] = self.step_buf[k]
-        self.steps = [optimizer.state[p]["step"] for p in params]
-        beta1, beta2 = group["betas"]
-        self.kw = dict(
-            amsgrad=False, lr=group["lr"], beta1=float(beta1), beta2=float(beta2),
-            weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
-            grad_scale=None, found_inf=None,
-        )
-
-    @classmethod
-    def make(cls, optimizer):
-        if type(optimizer) is not torch.optim.AdamW or len(optimizer.param_groups) != 1:
-            return None
-        group = optimizer.param_groups[0]
-        params = [p for p in group["params"] if p.requires_grad]
-        if (
-            not group.get("fused")
-            or group.get("amsgrad") or group.get("maximize") or group.get("capturable")
-            or group.get("differentiable") or not group.get("decoupled_weight_decay", True)
-            or any(torch.is_tensor(group[k]) for k in ("lr", "weight_decay", "eps"))
-            or any(torch.is_tensor(b) for b in group["betas"])
-            or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
-            or getattr(_optim_impl, "_global_optimizer_pre_hooks", None)
-            or getattr(_optim_impl, "_global_optimizer_post_hooks", None)
-            or len({(p.device, p.dtype) for p in params}) != 1
-            or any(p.dtype not in (torch.float32, torch.float64) for p in params)
-            or len(params) != len(group["params"])
-        ):
-            return None
-        return cls(optimizer, params, group)
-
-    def step(self) -> None:
-        self.step_buf.add_(1)
-        torch._fused_adamw_(
-            self.params, [p.grad for p in self.params], self.exp_avgs, self.exp_avg_sqs, [],
-            self.steps, **self.kw,
-        )
-
-
-def train_epoch(model: nn.Module, examples: list[Example], optimizer: torch.optim.Optimizer) -> float:
-    """One pass, one optimizer step per name; returns the mean training loss (dropout on).
-
-    Where the model provides ``loss_and_grad`` (every model of :mod:`dino_rnn.models`
-    at one layer), each step's gradient is computed by it, without building an autograd
-    graph; the numbers are autograd's up to float rounding (``tests/test_speed_semantics.py``).
-    """
-    model.train()
-    fast_grad = getattr(model, "loss_and_grad", None)
-    fast_step = _FusedAdamW.make(optimizer)
-    fast_total, slow_losses = 0.0, []
-    with torch.no_grad():
-        for e in examples:
-            loss = fast_grad(e.x, e.y) if fast_grad is not None else None
-            if loss is None:  # autograd
-                with torch.enable_grad():
-                    logits, _ = model(e.x)
-                    loss = F.cross_entropy(logits, e.y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                slow_losses.append(loss.detach())
-            else:
-                fast_total += loss
-            if fast_step is not None:
-                fast_step.step()
-            else:
-                optimizer.step()
-    if slow_losses:
-        fast_total += torch.stack(slow_losses).sum().item()
-    return fast_total / len(examples)
+    step.train()
+    total = 0.0
+    for x, y in pairs:
+        total += step(x, y)
+    return total / len(pairs)
 
 
 @dataclass
@@ -178,6 +97,7 @@ class History:
     test_loss: float = math.nan
     status: str = "ok"  # or "diverged"
     message: str = ""
+    gradient: str = ""  # how the steps computed their gradient (see dino_rnn.steps)
 
     @property
     def best_train_loss(self) -> float:
@@ -211,30 +131,32 @@ def progress_bar(iterable, **kwargs):
 
 
 def run_epochs(
-    epochs: int,
-    train_epoch: Callable[[], float],
-    validate: Callable[[], float],
-    snapshot: Callable[[], object],
-    restore: Callable[[object], object],
-    test: Callable[[], float],
+    step,
+    train,
+    valid,
+    test=None,
     *,
+    epochs: int,
+    keep_best: bool = True,
     progress: bool = True,
     desc: str = "training",
 ) -> History:
-    """The epoch loop every trainer shares (PyTorch here, NumPy in :mod:`dino_rnn.lab`).
+    """The epoch loop every trainer shares: the PyTorch models, the NumPy nets, the aⁿbⁿ lab.
 
-    Each epoch: ``train_epoch()`` (returns the epoch's training loss), ``validate()``, the
-    seconds both took. A NaN or infinite loss stops training at once and marks the history
-    ``"diverged"``. The state with the lowest validation loss is kept (``snapshot()``),
-    put back at the end (``restore(state)``), and ``test()`` is measured on it.
+    ``step`` is one of :mod:`dino_rnn.steps`; ``train``, ``valid``, ``test`` are lists of
+    its ``(x, y)`` sequences. Each epoch: :func:`train_epoch` (the epoch's training loss),
+    ``step.evaluate(valid)``, the seconds both took. A NaN or infinite loss stops training at
+    once and marks the history ``"diverged"``. With ``keep_best`` the state with the lowest
+    validation loss is kept (``step.snapshot()``), put back at the end (``step.restore``)
+    and ``test`` is measured on it; without, the model ends as the last epoch left it.
     """
-    hist = History()
+    hist = History(gradient=step.gradient)
     best = math.inf
     bar = progress_bar(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
-        tr = train_epoch()
-        va = validate()
+        tr = train_epoch(step, train)
+        va = step.evaluate(valid)
         hist.seconds.append(time.perf_counter() - t0)
         hist.train_loss.append(tr)
         hist.valid_loss.append(va)
@@ -247,12 +169,14 @@ def run_epochs(
             break
         if va < best:
             best, hist.best_epoch = va, epoch
-            hist.best_state = snapshot()
+            if keep_best:
+                hist.best_state = step.snapshot()
         bar.set_postfix(train=f"{tr:.4f}", valid=f"{va:.4f}", best=hist.best_epoch)
     bar.close()
     if hist.best_state is not None:
-        restore(hist.best_state)
-        hist.test_loss = test()
+        step.restore(hist.best_state)
+        if test is not None:
+            hist.test_loss = step.evaluate(test)
     return hist
 
 
@@ -265,27 +189,21 @@ def fit(
     epochs: int = 40,
     lr: float = 4e-4,
     threads: int | None = 1,
+    autograd: bool = False,
     progress: bool = True,
     desc: str = "training",
 ) -> History:
     """Train ``model`` in place under the published protocol; it ends holding the best state.
 
-    ``threads=1`` runs torch on one intra-op thread (fastest for one-name steps on a CPU);
-    ``None`` leaves torch's setting alone. Raises nothing on divergence: the history says
+    The gradient is written out where it applies (:mod:`dino_rnn.fastgrad`), else, or with
+    ``autograd=True``, autograd's; ``history.gradient`` says which. ``threads=1`` runs
+    torch on one intra-op thread (fastest for one-name steps on a CPU); ``None`` leaves
+    torch's setting alone. Raises nothing on divergence: the history says
     ``status="diverged"`` and why, and training stops at that epoch.
     """
     if threads is not None:
         torch.set_num_threads(threads)
     device = next(model.parameters()).device
-    train, valid, test = (to_device(s, device) for s in (train, valid, test))
-    optimizer = make_optimizer(model, lr)
-    return run_epochs(
-        epochs,
-        lambda: train_epoch(model, train, optimizer),
-        lambda: evaluate(model, valid),
-        lambda: copy.deepcopy(model.state_dict()),
-        model.load_state_dict,
-        lambda: evaluate(model, test),
-        progress=progress,
-        desc=desc,
-    )
+    train, valid, test = (pairs_of(to_device(s, device)) for s in (train, valid, test))
+    step = torch_step(model, make_optimizer(model, lr), autograd=autograd)
+    return run_epochs(step, train, valid, test, epochs=epochs, progress=progress, desc=desc)

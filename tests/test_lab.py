@@ -1,18 +1,19 @@
-"""The lab in the study: NumpyExperiment on Dino Names, the aⁿbⁿ runner, its report section, notebook 05."""
+"""The lab in the study: NumpyExperiment on Dino Names, the aⁿbⁿ runner, its report section.
+
+The notebooks behind them (05_anbn_lab, 06_numpy_nets) run in test_notebooks.py."""
 
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-from dino_rnn import anbn, lab
+from dino_rnn import anbn, lab, report
+from dino_rnn.resultsdir import anbn_paths
 from dino_rnn.experiment import Experiment
 from dino_rnn.params import ParameterError
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05_numpy_rnn_lstm.ipynb"
 COUNTS = {"numpy_rnn": 7643, "numpy_lstm": 25307}  # V=27, H=64
 ANBN_COUNTS = {"numpy_rnn": 2954, "numpy_lstm": 11204, "torch_lstm": 11400, "numpy_lstm_adam": 11204}  # V=4, H=50
 
@@ -124,7 +125,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 def test_run_anbn_writes_and_repeats(tmp_path):
     a = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "a", progress=False, extrapolate=range(12, 15))
     b = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "b", progress=False, extrapolate=range(12, 15))
-    paths = lab.anbn_paths(tmp_path / "a", 1)
+    paths = anbn_paths(tmp_path / "a", 1)
     assert json.loads(paths["json"].read_text(encoding="utf-8"))["models"].keys() == ANBN_COUNTS.keys()
     assert paths["plot"].stat().st_size > 0
     assert a["task"]["train"] == 204 and a["task"]["valid"] == a["task"]["test"] == 25
@@ -175,10 +176,10 @@ def fake_anbn(seed: int, largest: dict) -> dict:
 
 
 def test_anbn_section_renders_from_hand_made_json(tmp_path):
-    assert lab.anbn_section(tmp_path) is None
+    assert report.anbn_section(tmp_path) is None
     (tmp_path / "anbn").mkdir()
     (tmp_path / "anbn" / "anbn-seed0.json").write_text(json.dumps(fake_anbn(0, {"numpy_rnn": None, "numpy_lstm": 20, "torch_lstm": 13})))
-    one = lab.anbn_section(tmp_path)
+    one = report.anbn_section(tmp_path)
     assert one.startswith("## aⁿbⁿ: the NumPy lab\n")
     rows = [line for line in one.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3  # header + three models
@@ -186,64 +187,12 @@ def test_anbn_section_renders_from_hand_made_json(tmp_path):
     assert "| 20 " in rows[2] and "| 11 " in rows[2]
     assert "82.0%" in one  # the always-b baseline is stated
     (tmp_path / "anbn" / "anbn-seed1.json").write_text(json.dumps(fake_anbn(1, {"numpy_rnn": 12, "numpy_lstm": 20, "torch_lstm": None})))
-    two = lab.anbn_section(tmp_path)
+    two = report.anbn_section(tmp_path)
     rows = [line for line in two.splitlines() if line.startswith("| ")]
     assert "Seeds 0, 1" in two
     assert "0.5500 ± 0.0707" in rows[1]  # final train loss of the RNN: 0.5, 0.6
     assert "none, 12" in rows[1] and "13, none" in rows[3]
     assert "20.5 ± 0.7" in rows[2]  # seconds
-
-
-# -- the notebook ------------------------------------------------------------------
-
-
-def test_notebook_is_clean_and_parameterised():
-    import ast
-
-    import nbformat
-
-    from conftest import committed
-
-    nb = nbformat.reads(committed(f"notebooks/{NOTEBOOK.name}"), as_version=4)  # as committed
-    assert nb.metadata.kernelspec.name == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code)
-    assert code[0].metadata.get("tags") == ["parameters"]
-    values = {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(code[0].source).body}
-    expected = {"EPOCHS": 40, "LR": 4e-4, "HIDDEN": 64, "SEED": 0, "MAX_NAMES": None, "TEMPERATURE": 0.8, "DEVICE": "auto", "RESULTS_DIR": "../results/notebooks", "DATA": None, "ANBN_HIDDEN": 50}
-    assert expected.items() <= values.items()
-    assert values["ANBN_EPOCHS"] >= 100
-
-
-def test_notebook_runs_under_papermill(tmp_path, dino_file):
-    import nbformat
-    import papermill
-
-    out = tmp_path / "executed.ipynb"
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(out),
-        parameters={"EPOCHS": 1, "MAX_NAMES": 30, "ANBN_EPOCHS": 2, "RESULTS_DIR": str(tmp_path), "DATA": str(dino_file)},
-        cwd=str(NOTEBOOK.parent),
-        kernel_name="python3",
-        progress_bar=False,
-        log_output=False,
-    )
-    for arch, n in COUNTS.items():
-        m = json.loads((tmp_path / "metrics" / f"{arch}-seed0.json").read_text(encoding="utf-8"))
-        assert m["learnable_parameters"] == n and m["status"] == "ok"
-        assert m["parameters"]["epochs"] == 1 and m["data"]["train"] == 30
-        assert (tmp_path / "plots" / f"{arch}-seed0.png").stat().st_size > 0
-        assert (tmp_path / "checkpoints" / f"{arch}-seed0.npz").stat().st_size > 0
-    r = json.loads((tmp_path / "anbn" / "anbn-seed0.json").read_text(encoding="utf-8"))
-    assert r["parameters"]["epochs"] == 2
-    assert {k: v["learnable_parameters"] for k, v in r["models"].items()} == ANBN_COUNTS
-    assert (tmp_path / "plots" / "anbn-seed0.png").stat().st_size > 0
-    executed = nbformat.read(out, as_version=4)
-    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # aⁿbⁿ curves, two Dino curves
-    assert lab.anbn_section(tmp_path).startswith("## aⁿbⁿ: the NumPy lab")
 
 
 def test_anbn_section_does_not_blend_settings(tmp_path):
@@ -253,7 +202,7 @@ def test_anbn_section_does_not_blend_settings(tmp_path):
 
     from conftest import ROOT
 
-    from dino_rnn.lab import anbn_section
+    from dino_rnn.report import anbn_section
 
     (tmp_path / "anbn").mkdir()
     for seed in (0, 1, 2):

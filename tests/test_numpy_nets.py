@@ -252,3 +252,19 @@ def test_training_reduces_the_loss_and_repeats():
     f2, l2, p2 = run()
     assert l1 < 0.2 * f1
     assert (l1, f1) == (l2, f2) and np.array_equal(p1, p2)
+
+
+@pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
+def test_a_reused_gradient_buffer_gives_the_same_gradient(cls):
+    """``out=`` overwrites every entry: a buffer full of another sequence's gradient (or of junk)
+    gives exactly the fresh arrays' numbers."""
+    rng = np.random.default_rng(5)
+    net = cls(V, H, seed=3)
+    out = net.new_grads()
+    out[0][...] = np.nan
+    for x, y in sequences(rng, 4):
+        loss, fresh = net.loss_and_grads(x, y)
+        loss2, reused = net.loss_and_grads(x, y, out=out)
+        assert loss2 == loss and reused is out[1]
+        for k in fresh:
+            assert np.array_equal(reused[k], fresh[k]), k

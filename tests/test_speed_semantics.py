@@ -1,7 +1,7 @@
 """The speed work keeps the arithmetic: fast paths against straightforward references.
 
-Nothing here is timed. The fast training step (``model.loss_and_grad`` + the direct fused
-AdamW step) must give autograd's loss and gradients and ``AdamW.step``'s update; the
+Nothing here is timed. The written-out training step (:class:`dino_rnn.fastgrad.WrittenOut`
++ the direct fused AdamW step) must give autograd's loss and gradients and ``AdamW.step``'s update; the
 from-scratch model must compute the published per-character cell; the benchmark's
 reference loop must compute the same loss as the trainer.
 """
@@ -16,10 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dino_rnn import bench
+from dino_rnn import bench, fastgrad, steps
 from dino_rnn.data import Example, Vocab, encode_names
 from dino_rnn.models import ARCHITECTURES, build_model, count_parameters
-from dino_rnn.train import _FusedAdamW, evaluate, make_optimizer, train_epoch
+from dino_rnn.train import evaluate, make_optimizer, pairs_of
+from dino_rnn.train import train_epoch as _train_epoch
+
+
+def train_epoch(model, examples, optimizer, autograd=False):
+    """One epoch through the step the trainer would choose (written-out unless ``autograd``)."""
+    return _train_epoch(steps.torch_step(model, optimizer, autograd=autograd), pairs_of(examples))
 
 V = 27
 NAMES = ["aachenosaurus", "abelisaurus", "t", "rex", "zby", "oviraptor", "pachycephalosaurus"]
@@ -57,13 +63,13 @@ def _relative_errors(grads: dict, ref: dict) -> dict:
 
 
 def _check_fast_gradient(model, e: Example, abs_tol: float | None = None):
-    """``model.loss_and_grad`` against ``loss.backward()``, the same dropout mask on both paths."""
+    """The written-out gradient against ``loss.backward()``, the same dropout mask on both paths."""
     torch.manual_seed(7)
     ref_loss, ref_grads = _autograd_loss_and_grads(model, e)
     for p in model.parameters():
         p.grad = None
     torch.manual_seed(7)
-    loss = model.loss_and_grad(e.x, e.y)
+    loss = fastgrad.loss_and_grad(model, e.x, e.y)
     assert loss == pytest.approx(ref_loss, rel=1e-6, abs=2e-6)
     grads = {}
     for n, p in model.named_parameters():
@@ -186,24 +192,32 @@ def test_the_gradient_checks_would_catch_truncated_backprop(arch, nonlinearity, 
             assert max(_relative_errors(cut, full).values()) > 10 * GRAD_RTOL, (K, e.x.shape[0])
 
 
-def test_fast_gradient_declines_several_layers():
+def test_fast_gradient_declines_several_layers_and_autograd_takes_over():
     model = build_model("lstm", V, num_layers=2)
-    assert model.loss_and_grad(_example(5, 0).x, _example(5, 0).y) is None
+    assert "one layer" in fastgrad.unsupported(model)
+    with pytest.raises(ValueError, match="one layer"):
+        fastgrad.WrittenOut(model)
+    assert steps.torch_step(model, make_optimizer(model, 1e-3)).gradient == "autograd"
+    assert steps.torch_step(build_model("lstm", V), make_optimizer(model, 1e-3)).gradient == "written-out"
 
 
-def test_autograd_switch_gives_the_same_training(monkeypatch):
-    """DINO_RNN_AUTOGRAD=1 turns the written-out gradients off; an epoch agrees either way."""
+@pytest.mark.parametrize("how", ["environment", "argument"])
+def test_autograd_switch_gives_the_same_training(monkeypatch, how):
+    """DINO_RNN_AUTOGRAD=1 or ``autograd=True`` turn the written-out gradients off; an epoch agrees either way."""
     names = [_example(T, seed=T) for T in (3, 9, 14, 6)]
     losses = {}
-    for switch in ("0", "1"):
-        monkeypatch.setenv("DINO_RNN_AUTOGRAD", switch)
+    for switch in (False, True):
+        if how == "environment":
+            monkeypatch.setenv("DINO_RNN_AUTOGRAD", "1" if switch else "0")
         torch.manual_seed(0)
         model = build_model("gru", V)
-        if switch == "1":
-            assert model.loss_and_grad(names[0].x, names[0].y) is None
+        optimizer = make_optimizer(model, 1e-2)
+        step = steps.torch_step(model, optimizer, autograd=switch and how == "argument")
+        assert step.gradient == ("autograd" if switch else "written-out")
         torch.manual_seed(1)
-        losses[switch] = [train_epoch(model, names, make_optimizer(model, 1e-2)) for _ in range(3)]
-    assert losses["0"] == pytest.approx(losses["1"], abs=1e-5)
+        losses[switch] = [_train_epoch(step, pairs_of(names)) for _ in range(3)]
+    assert losses[False] == pytest.approx(losses[True], abs=1e-5)
+    assert losses[False] != losses[True]  # two paths really ran (float rounding differs)
 
 
 def test_parameter_counts_unchanged():
@@ -243,35 +257,8 @@ def test_scratch_matches_published_cell(nonlinearity):
     ga = torch.autograd.grad(F.cross_entropy(ours, e.y), list(model.parameters()))
     gb = torch.autograd.grad(F.cross_entropy(theirs, e.y), list(model.parameters()))
     assert max((a - b).abs().max().item() for a, b in zip(ga, gb)) < 1e-6
-    model.loss_and_grad(e.x, e.y)  # and the hand-written gradient of the same cell
+    fastgrad.loss_and_grad(model, e.x, e.y)  # and the hand-written gradient of the same cell
     assert max((p.grad - b).abs().max().item() for p, b in zip(model.parameters(), gb)) < 1e-6
-
-
-def test_direct_fused_step_equals_adamw_step():
-    torch.manual_seed(0)
-    a = build_model("gru", V)
-    b = copy.deepcopy(a)
-    oa, ob = make_optimizer(a, 4e-4), make_optimizer(b, 4e-4)
-    fast = _FusedAdamW.make(oa)
-    assert fast is not None
-    for k in range(5):
-        for m in (a, b):
-            for p in m.parameters():
-                p.grad = torch.full_like(p, 0.01 * (k + 1)) + p.detach()
-        fast.step()
-        ob.step()
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.equal(pa, pb)
-    sa, sb = oa.state_dict()["state"], ob.state_dict()["state"]
-    for k in sb:
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(sa[k][key], sb[k][key])
-
-
-def test_direct_step_declines_other_optimizers():
-    m = build_model("rnn", V)
-    assert _FusedAdamW.make(torch.optim.SGD(m.parameters(), lr=0.1)) is None
-    assert _FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, foreach=True)) is None
 
 
 def _plain_epoch(model, examples, optimizer):
@@ -337,7 +324,7 @@ def test_bench_reference_loss_equals_trainer_loss(arch):
     assert evaluate(ours, [e]) == pytest.approx(ref_loss, abs=1e-6)
     # and the trainer's fast gradient is the reference loop's autograd gradient
     ours.eval()
-    ours.loss_and_grad(e.x, e.y)
+    fastgrad.loss_and_grad(ours, e.x, e.y)
     ref.zero_grad()
     logits, tgt = bench.reference_forward(ref, arch, name, vocab.stoi, torch.device("cpu"))
     F.cross_entropy(logits, tgt).backward()

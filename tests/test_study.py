@@ -318,19 +318,24 @@ def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
     assert S.previous_seconds(tmp_path / "none") == {}
 
 
-def test_a_first_study_orders_the_jobs_by_the_committed_reference(tmp_path, notebook_dir, monkeypatch):
+def test_without_a_previous_run_the_reference_orders_the_jobs_and_new_notebooks_go_first(tmp_path, notebook_dir, monkeypatch):
+    """A fresh folder: the committed reference's study.json gives the order; a notebook it does
+    not know (new, or renamed since) may be the longest and starts first."""
+    jobs = [S.Job(nb, 0, {}, "", "") for nb in ("01_a.ipynb", "05_new.ipynb", "02_b.ipynb")]
+    assert S.longest_first(jobs, {"01_a.ipynb": 5.0, "02_b.ipynb": 9.0}) == [1, 2, 0]
+    assert S.longest_first(jobs, {}) == [0, 1, 2]  # nothing known: the notebooks' own order
     order = tmp_path / "order.txt"
-    for name in ("01_a", "02_b"):
+    for name in ("01_a", "02_b", "03_c"):
         nbformat.write(notebook(f"open({str(order)!r}, 'a').write('{name} ')"), notebook_dir / f"{name}.ipynb")
-    ref = tmp_path / "reference"
-    ref.mkdir()
-    (ref / "study.json").write_text(json.dumps({"jobs": [
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "study.json").write_text(json.dumps({"jobs": [
         {"notebook": "01_a.ipynb", "seed": 0, "seconds": 20.0},
-        {"notebook": "02_b.ipynb", "seed": 0, "seconds": 130.0},
+        {"notebook": "02_b.ipynb", "seed": 0, "seconds": 50.0},
     ]}))
-    monkeypatch.setattr(S, "REFERENCE", ref)
-    main(["study", "--epochs", "1", "--out", str(tmp_path / "fresh"), "--jobs", "1"])
-    assert order.read_text().split() == ["02_b", "01_a"]
+    monkeypatch.setattr(S, "REFERENCE", reference)
+    main(["study", "--epochs", "1", "--out", str(tmp_path / "results"), "--jobs", "1"])
+    assert order.read_text().split() == ["03_c", "02_b", "01_a"]
 
 
 def test_a_hung_cell_fails_its_notebook_not_the_study(tmp_path, notebook_dir, capsys):

@@ -1,0 +1,339 @@
+"""Compiled training kernels (numba): one whole step's gradient in one call.
+
+A training step on one name is a few hundred tiny array operations; in NumPy or eager torch
+each costs ~1 µs of call overhead, more than its arithmetic. A kernel here does the same
+arithmetic in one compiled call: forward pass, loss and backpropagation through time, in
+loops arranged so that the compiler vectorises them (every inner loop runs along a contiguous
+row). The loops compute the same equations as the NumPy code they replace
+(:mod:`dino_rnn.fastgrad`, :mod:`dino_rnn.numpy_nets`), which stays the readable reference;
+``tests/test_kernels.py`` checks each kernel against that code and against autograd. Sums
+run in another order than NumPy's BLAS, so results agree to float rounding, not bit for bit;
+a kernel gives the same numbers every time it runs on the same machine.
+
+Compiled on first use and cached on disk beside the package (``__pycache__``), so only the
+first process after an install pays the compilation (a few seconds per kernel).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_F32_HALF = np.float32(0.5)
+_F32_ONE = np.float32(1.0)
+
+
+@njit(cache=True, nogil=True)
+def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_fc, g_b_fc):
+    """``nn.LSTM`` (one layer, gates i, f, g, o) + Linear read-out + dropout + mean cross-entropy.
+
+    ``x`` (T, V) inputs, ``y`` (T,) targets, the module's parameters, ``mask`` (T, V): the
+    dropout multipliers (empty: no dropout). Writes every gradient into the ``g_*`` arrays
+    (overwritten) and returns the loss. float32 throughout, the loss summed in float64.
+    """
+    T, V = x.shape
+    G = w_hh.shape[0]
+    H = G // 4
+    O = w_fc.shape[0]
+    w_hhT = np.ascontiguousarray(w_hh.T)  # (H, 4H): h_{t-1} -> gates as contiguous axpys
+    w_ihT = np.ascontiguousarray(w_ih.T)  # (V, 4H)
+    w_fcT = np.ascontiguousarray(w_fc.T)  # (H, O)
+    acts = np.empty((T, G), np.float32)  # i, f, g, o per step
+    hs = np.zeros((T + 1, H), np.float32)  # row 0: h_0 = 0
+    cs = np.zeros((T + 1, H), np.float32)
+    tcs = np.empty((T, H), np.float32)  # tanh(c_t)
+    a = np.empty(G, np.float32)
+    for t in range(T):
+        for j in range(G):
+            a[j] = b_ih[j] + b_hh[j]
+        for v in range(V):
+            xv = x[t, v]
+            if xv != 0:
+                for j in range(G):
+                    a[j] += w_ihT[v, j] * xv
+        for k in range(H):
+            hk = hs[t, k]
+            for j in range(G):
+                a[j] += w_hhT[k, j] * hk
+        for j in range(H):
+            i = _F32_HALF * np.tanh(_F32_HALF * a[j]) + _F32_HALF
+            f = _F32_HALF * np.tanh(_F32_HALF * a[H + j]) + _F32_HALF
+            g = np.tanh(a[2 * H + j])
+            o = _F32_HALF * np.tanh(_F32_HALF * a[3 * H + j]) + _F32_HALF
+            acts[t, j] = i
+            acts[t, H + j] = f
+            acts[t, 2 * H + j] = g
+            acts[t, 3 * H + j] = o
+            c = f * cs[t, j] + i * g
+            cs[t + 1, j] = c
+            tc = np.tanh(c)
+            tcs[t, j] = tc
+            hs[t + 1, j] = o * tc
+    dz, loss = _head(hs, y, w_fcT, b_fc, mask)
+    # backward
+    g_w_fc[:] = 0
+    g_b_fc[:] = 0
+    g_w_ih[:] = 0
+    g_w_hh[:] = 0
+    g_b_ih[:] = 0
+    dh = np.zeros(H, np.float32)  # d loss / d h_t from later steps
+    dc = np.zeros(H, np.float32)  # d loss / d c_t from later steps
+    da = np.empty(G, np.float32)
+    for t in range(T - 1, -1, -1):
+        for v in range(O):
+            d = dz[t, v]
+            g_b_fc[v] += d
+            for k in range(H):
+                g_w_fc[v, k] += d * hs[t + 1, k]
+                dh[k] += d * w_fc[v, k]
+        for j in range(H):
+            i = acts[t, j]
+            f = acts[t, H + j]
+            g = acts[t, 2 * H + j]
+            o = acts[t, 3 * H + j]
+            tc = tcs[t, j]
+            dcj = dc[j] + dh[j] * o * (_F32_ONE - tc * tc)
+            da[j] = dcj * g * i * (_F32_ONE - i)
+            da[H + j] = dcj * cs[t, j] * f * (_F32_ONE - f)
+            da[2 * H + j] = dcj * i * (_F32_ONE - g * g)
+            da[3 * H + j] = dh[j] * tc * o * (_F32_ONE - o)
+            dc[j] = dcj * f
+        for k in range(H):
+            dh[k] = 0
+        for j in range(G):
+            d = da[j]
+            g_b_ih[j] += d
+            for k in range(H):
+                g_w_hh[j, k] += d * hs[t, k]
+                dh[k] += w_hh[j, k] * d
+            for v in range(V):
+                xv = x[t, v]
+                if xv != 0:
+                    g_w_ih[j, v] += d * xv
+    g_b_hh[:] = g_b_ih
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def _head(hs, y, w_fcT, b_fc, mask):
+    """Read-out, dropout and mean cross-entropy of steps 1..T of ``hs``; d loss / d logits (T, O)."""
+    T = hs.shape[0] - 1
+    H, O = w_fcT.shape
+    z = np.empty((T, O), np.float32)
+    loss = 0.0
+    inv_t = np.float32(1.0 / T)
+    for t in range(T):
+        for v in range(O):
+            z[t, v] = b_fc[v]
+        for k in range(H):
+            hk = hs[t + 1, k]
+            for v in range(O):
+                z[t, v] += w_fcT[k, v] * hk
+        if mask.shape[0]:
+            for v in range(O):
+                z[t, v] *= mask[t, v]
+        m = z[t, 0]
+        for v in range(1, O):
+            if z[t, v] > m:
+                m = z[t, v]
+        zy = z[t, y[t]] - m
+        s = np.float32(0.0)
+        for v in range(O):
+            e = np.exp(z[t, v] - m)
+            z[t, v] = e
+            s += e
+        loss += np.log(np.float64(s)) - np.float64(zy)
+        scale = inv_t / s
+        for v in range(O):
+            z[t, v] *= scale
+        z[t, y[t]] -= inv_t
+        if mask.shape[0]:
+            for v in range(O):
+                z[t, v] *= mask[t, v]
+    return z, loss / T
+
+
+# ---------------------------------------------------------------------------
+# The NumPy nets (float64): dino_rnn.numpy_nets' equations
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _check_tokens(ids, tgt, n_in, n_out):
+    if ids.shape[0] == 0 or ids.shape[0] != tgt.shape[0]:
+        raise ValueError("inputs and targets must be non-empty and of one length")
+    for t in range(ids.shape[0]):
+        if ids[t] < 0 or ids[t] >= n_in or tgt[t] < 0 or tgt[t] >= n_out:
+            raise ValueError("a token index is outside the vocabulary")
+
+
+@njit(cache=True, nogil=True)
+def _softmax_ce(logits, tgt):
+    """Mean cross-entropy of (T, V) ``logits`` at ``tgt``; overwrites them with d loss / d logits."""
+    T, V = logits.shape
+    loss = 0.0
+    for t in range(T):
+        m = logits[t, 0]
+        for v in range(1, V):
+            if logits[t, v] > m:
+                m = logits[t, v]
+        zy = logits[t, tgt[t]] - m
+        s = 0.0
+        for v in range(V):
+            e = np.exp(logits[t, v] - m)
+            logits[t, v] = e
+            s += e
+        loss += np.log(s) - zy
+        for v in range(V):
+            logits[t, v] = logits[t, v] / s / T
+        logits[t, tgt[t]] -= 1.0 / T
+    return loss / T
+
+
+@njit(cache=True, nogil=True)
+def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
+    """:meth:`NumpyRNN.loss_and_grads <dino_rnn.numpy_nets.NumpyRNN.loss_and_grads>`, compiled."""
+    T = ids.shape[0]
+    H = Vm.shape[0]
+    O = W.shape[0]
+    _check_tokens(ids, tgt, U.shape[1], O)
+    VmT = np.ascontiguousarray(Vm.T)
+    WT = np.ascontiguousarray(W.T)
+    hs = np.zeros((T + 1, H))
+    for t in range(T):
+        row = hs[t + 1]
+        c = ids[t]
+        for j in range(H):
+            row[j] = U[j, c] + b_h[j]
+        for k in range(H):
+            hk = hs[t, k]
+            for j in range(H):
+                row[j] += VmT[k, j] * hk
+        for j in range(H):
+            row[j] = np.tanh(row[j])
+    do = np.empty((T, O))
+    for t in range(T):
+        for v in range(O):
+            do[t, v] = b_o[v]
+        for k in range(H):
+            hk = hs[t + 1, k]
+            for v in range(O):
+                do[t, v] += WT[k, v] * hk
+    loss = _softmax_ce(do, tgt)
+    gU[:] = 0.0
+    gV[:] = 0.0
+    gW[:] = 0.0
+    gb_h[:] = 0.0
+    gb_o[:] = 0.0
+    dh = np.zeros(H)  # V^T dz_{t+1}
+    dz = np.empty(H)
+    for t in range(T - 1, -1, -1):
+        for v in range(O):
+            d = do[t, v]
+            gb_o[v] += d
+            for k in range(H):
+                gW[v, k] += d * hs[t + 1, k]
+                dh[k] += d * W[v, k]
+        for j in range(H):
+            h = hs[t + 1, j]
+            dz[j] = dh[j] * (1.0 - h * h)
+            dh[j] = 0.0
+        c = ids[t]
+        for j in range(H):
+            d = dz[j]
+            gb_h[j] += d
+            gU[j, c] += d
+            for k in range(H):
+                gV[j, k] += d * hs[t, k]
+                dh[k] += Vm[j, k] * d
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
+    """:meth:`NumpyLSTM.loss_and_grads <dino_rnn.numpy_nets.NumpyLSTM.loss_and_grads>`, compiled.
+
+    ``Wg`` is the (4H, H+V) block of the four gates f, i, g, o (h columns, then x columns).
+    """
+    T = ids.shape[0]
+    G = Wg.shape[0]
+    H = G // 4
+    O = Wv.shape[0]
+    _check_tokens(ids, tgt, Wg.shape[1] - H, O)
+    WhT = np.ascontiguousarray(Wg[:, :H].T)  # (H, 4H)
+    WvT = np.ascontiguousarray(Wv.T)
+    acts = np.empty((T, G))
+    hs = np.zeros((T + 1, H))
+    cs = np.zeros((T + 1, H))
+    tcs = np.empty((T, H))
+    a = np.empty(G)
+    for t in range(T):
+        xi = H + ids[t]
+        for j in range(G):
+            a[j] = Wg[j, xi] + bg[j]
+        for k in range(H):
+            hk = hs[t, k]
+            for j in range(G):
+                a[j] += WhT[k, j] * hk
+        for j in range(H):
+            f = 0.5 * np.tanh(0.5 * a[j]) + 0.5
+            i = 0.5 * np.tanh(0.5 * a[H + j]) + 0.5
+            g = np.tanh(a[2 * H + j])
+            o = 0.5 * np.tanh(0.5 * a[3 * H + j]) + 0.5
+            acts[t, j] = f
+            acts[t, H + j] = i
+            acts[t, 2 * H + j] = g
+            acts[t, 3 * H + j] = o
+            c = f * cs[t, j] + i * g
+            cs[t + 1, j] = c
+            tc = np.tanh(c)
+            tcs[t, j] = tc
+            hs[t + 1, j] = o * tc
+    dv = np.empty((T, O))
+    for t in range(T):
+        for v in range(O):
+            dv[t, v] = bv[v]
+        for k in range(H):
+            hk = hs[t + 1, k]
+            for v in range(O):
+                dv[t, v] += WvT[k, v] * hk
+    loss = _softmax_ce(dv, tgt)
+    gWg[:] = 0.0
+    gbg[:] = 0.0
+    gWv[:] = 0.0
+    gbv[:] = 0.0
+    dh = np.zeros(H)
+    dc = np.zeros(H)
+    da = np.empty(G)
+    for t in range(T - 1, -1, -1):
+        for v in range(O):
+            d = dv[t, v]
+            gbv[v] += d
+            for k in range(H):
+                gWv[v, k] += d * hs[t + 1, k]
+                dh[k] += d * Wv[v, k]
+        for j in range(H):
+            f = acts[t, j]
+            i = acts[t, H + j]
+            g = acts[t, 2 * H + j]
+            o = acts[t, 3 * H + j]
+            tc = tcs[t, j]
+            dcj = dc[j] + dh[j] * o * (1.0 - tc * tc)
+            da[j] = dcj * cs[t, j] * f * (1.0 - f)
+            da[H + j] = dcj * g * i * (1.0 - i)
+            da[2 * H + j] = dcj * i * (1.0 - g * g)
+            da[3 * H + j] = dh[j] * tc * o * (1.0 - o)
+            dc[j] = dcj * f
+            dh[j] = 0.0
+        xi = H + ids[t]
+        for j in range(G):
+            d = da[j]
+            gbg[j] += d
+            gWg[j, xi] += d
+            for k in range(H):
+                gWg[j, k] += d * hs[t, k]
+                dh[k] += Wg[j, k] * d
+    return loss
+
+
+__all__ = ["lstm_step", "numpy_rnn_grads", "numpy_lstm_grads"]

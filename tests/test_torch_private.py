@@ -1,0 +1,156 @@
+"""The private torch APIs of dino_rnn.torch_private, pinned against the public API they shortcut.
+
+Run these first after a torch upgrade (see the module's docstring for what to re-read in
+torch's source). Each shortcut must give the public call's numbers bit for bit, and decline
+(``None``) wherever it is not the public call's own path.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from dino_rnn.torch_private import FusedAdamW, optimizer_has_hooks, recurrent_forward
+
+V, H = 27, 16
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(V, H), nn.Tanh(), nn.Linear(H, V))
+
+
+def _grads(model, k: int):
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.01 * (k + 1)) + p.detach() * (-1) ** k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lr,weight_decay", [(4e-4, 0.01), (1e-2, 0.0)])
+def test_fused_adamw_step_is_adamw_step(dtype, lr, weight_decay):
+    """Parameters and the optimizer's state (step, both moments) bit-identical to AdamW(fused=True).step()."""
+    a = _model().to(dtype)
+    b = copy.deepcopy(a)
+    oa = torch.optim.AdamW(a.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    fast = FusedAdamW.make(oa)
+    assert fast is not None
+    for k in range(6):
+        _grads(a, k)
+        _grads(b, k)
+        if k % 2:
+            fast.step()
+        else:  # the gradients passed in, as the written-out step does
+            fast.step([p.grad.clone() for p in a.parameters()])
+        ob.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    sa, sb = oa.state_dict(), ob.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    for k in sb["state"]:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(sa["state"][k][key], sb["state"][k][key]), (k, key)
+    # the optimizer still works on its own afterwards (its state stays valid)
+    _grads(a, 7)
+    _grads(b, 7)
+    oa.step()
+    ob.step()
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+def test_fused_adamw_continues_a_started_optimizer():
+    """Made after some public steps, it takes over the optimizer's existing state."""
+    a = _model()
+    b = copy.deepcopy(a)
+    oa = torch.optim.AdamW(a.parameters(), lr=1e-3, fused=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=1e-3, fused=True)
+    for k in range(3):
+        _grads(a, k)
+        _grads(b, k)
+        oa.step()
+        ob.step()
+    fast = FusedAdamW.make(oa)
+    for k in range(3, 6):
+        _grads(a, k)
+        _grads(b, k)
+        fast.step()
+        ob.step()
+    assert all(torch.equal(pa, pb) for pa, pb in zip(a.parameters(), b.parameters()))
+
+
+def test_fused_adamw_declines_what_is_not_the_fused_path():
+    m = _model()
+    assert FusedAdamW.make(torch.optim.SGD(m.parameters(), lr=0.1)) is None
+    assert FusedAdamW.make(torch.optim.Adam(m.parameters(), lr=0.1, fused=True)) is None
+    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, foreach=True)) is None
+    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, amsgrad=True)) is None
+    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, maximize=True)) is None
+    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=torch.tensor(0.1), fused=True)) is None
+    groups = [{"params": list(m[0].parameters())}, {"params": list(m[2].parameters()), "lr": 0.5}]
+    assert FusedAdamW.make(torch.optim.AdamW(groups, lr=0.1, fused=True)) is None
+    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True)) is not None
+
+
+@pytest.mark.parametrize("where", ["optimizer pre", "optimizer post", "global pre", "global post"])
+def test_hooks_are_seen_where_the_public_api_registers_them(where):
+    """A hook registered through the public API makes the shortcut decline (it would skip the hook)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+    m = _model()
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1, fused=True)
+    assert not optimizer_has_hooks(opt)
+    calls = []
+    hook = lambda *args: calls.append(1)  # noqa: E731
+    register = {
+        "optimizer pre": opt.register_step_pre_hook,
+        "optimizer post": opt.register_step_post_hook,
+        "global pre": register_optimizer_step_pre_hook,
+        "global post": register_optimizer_step_post_hook,
+    }[where]
+    handle = register(hook)
+    try:
+        assert optimizer_has_hooks(opt)
+        assert FusedAdamW.make(opt) is None
+        _grads(m, 0)
+        opt.step()
+        assert calls == [1]  # the public step runs the hook
+    finally:
+        handle.remove()
+    assert not optimizer_has_hooks(opt)
+    assert FusedAdamW.make(opt) is not None
+
+
+@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("T", [1, 5, 23])
+def test_recurrent_forward_is_the_modules_forward(cls, training, T):
+    """Bit-identical to ``module(x)[0]`` for an unbatched input and no initial state."""
+    torch.manual_seed(T)
+    rnn = cls(V, H).train(training)
+    x = torch.nn.functional.one_hot(torch.randint(0, V, (T,)), V).float()
+    fwd = recurrent_forward(rnn)
+    assert fwd is not None
+    with torch.no_grad():
+        ours = fwd(x)
+        theirs, _ = rnn(x)
+    assert ours.shape == (T, 1, H)
+    assert torch.equal(ours.reshape(T, H), theirs)
+    # it reads the module's weights as they are now (no copy taken when it was made)
+    with torch.no_grad():
+        for p in rnn.parameters():
+            p.mul_(1.5)
+        assert torch.equal(fwd(x).reshape(T, H), rnn(x)[0])
+
+
+def test_recurrent_forward_declines_other_forms():
+    assert recurrent_forward(nn.RNN(V, H, nonlinearity="relu")) is None
+    assert recurrent_forward(nn.LSTM(V, H, num_layers=2)) is None
+    assert recurrent_forward(nn.LSTM(V, H, proj_size=4)) is None
+    assert recurrent_forward(nn.GRU(V, H, bidirectional=True)) is None
+    assert recurrent_forward(nn.GRU(V, H, batch_first=True)) is None
+    assert recurrent_forward(nn.RNN(V, H, bias=False)) is None
+    assert recurrent_forward(nn.Linear(V, H)) is None
+    assert recurrent_forward(nn.LSTM(V, H)) is not None
