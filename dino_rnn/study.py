@@ -139,12 +139,14 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
     return job
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None = None) -> None:
     """In a worker: be killed when the study's process dies, even by SIGKILL (Linux).
 
     Otherwise a worker of a killed study would go on writing into its staging folder after
-    the next run had cleaned it up. (Its kernel exits when the worker does: jupyter_client
-    tells it its parent.)
+    the next run had cleaned it up, or wait forever for work. (Its kernel exits when the
+    worker does: jupyter_client tells it its parent.) A study killed while the worker was
+    still starting is gone before the signal is asked for, so the worker checks that its
+    parent is still ``parent`` and exits if not.
     """
     if sys.platform.startswith("linux"):
         import ctypes
@@ -155,6 +157,8 @@ def _die_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
         except (OSError, AttributeError):
             pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def diverged_runs(results_dir) -> list[str]:
@@ -276,7 +280,8 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent)
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent,
+                                   initargs=(os.getpid(),))
         try:
             futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout, paths): i for i in order}
             # One bar for the whole study (on a terminal only: in a log it would be noise), and
