@@ -69,7 +69,8 @@ class WrittenOut:
     buffers it sets as their ``.grad`` (``grads``: the tensors, in ``parameters()`` order).
     Loading a state dict copies into the same storage, so the binding holds for a whole
     run; a model whose parameters are replaced needs a new binding. ``compiled=False``
-    uses the NumPy code where a compiled kernel exists (``nn.LSTM``).
+    uses the NumPy code below instead of the compiled kernels (``nn.RNN`` / ``nn.LSTM`` /
+    ``nn.GRU``; the from-scratch cell has no kernel).
     """
 
     def __init__(self, model, compiled: bool = True):
@@ -102,8 +103,9 @@ class WrittenOut:
         self._forward = recurrent_forward(rnn)
         cell = {nn.RNN: "rnn", nn.GRU: "gru", nn.LSTM: "lstm"}[type(rnn)]
         self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[cell]
-        if compiled and cell == "lstm":
-            self._loss_and_grad = self._lstm_compiled
+        if compiled:
+            self._kernel = {"rnn": kernels.rnn_step, "gru": kernels.gru_step, "lstm": kernels.lstm_step}[cell]
+            self._loss_and_grad = self._compiled
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""
@@ -234,11 +236,11 @@ class WrittenOut:
         self._input_grads(xn, h_prev, dgi, dgh, ones)
         return loss
 
-    def _lstm_compiled(self, x, y):
-        """The whole step in one compiled call (:func:`dino_rnn.kernels.lstm_step`)."""
+    def _compiled(self, x, y):
+        """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
-        return kernels.lstm_step(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
+        return self._kernel(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
 
     def _lstm(self, x, y):
         loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)
