@@ -3,8 +3,10 @@
 ``python -m dino_rnn.bench`` (or ``dino-rnn bench``) times one training epoch (1460
 one-name AdamW steps, then the validation pass) of every architecture two ways:
 
-* **ours**: :func:`dino_rnn.train.train_epoch` + :func:`dino_rnn.train.evaluate`, on one
-  intra-op thread, as the study runner trains;
+* **ours**: :func:`dino_rnn.train.train_epoch` + the step's evaluation
+  (:mod:`dino_rnn.steps`, as :func:`dino_rnn.train.fit` makes it), on one intra-op thread,
+  as the study runner trains; one more epoch per process times each step's halves
+  (gradient, optimizer) to show where the time goes;
 * **reference**: a loop written here the way the published notebooks train: each
   name's one-hot input is rebuilt at every step (a Python loop setting elements of a
   zeros tensor), the input is unsqueezed to a batch of one, a fresh hidden state is
@@ -18,6 +20,8 @@ one-name AdamW steps, then the validation pass) of every architecture two ways:
 Each side runs in its own subprocess (``--worker``) so thread settings cannot leak
 between them and each reports its own peak memory (``ru_maxrss``). The two sides are
 interleaved (ours, reference, ours, reference, ...) and repeated; medians are reported.
+``--study`` (repeatable, ``--study 0-4`` for five seeds) also times ``dino-rnn study`` from
+the command to the finished report against the reference's 40 epochs of the four models.
 The report is printed; ``--out FILE`` also writes it atomically (the committed one is
 ``results/benchmark.md``: ``dino-rnn bench --out results/benchmark.md`` refreshes it on purpose).
 """
@@ -38,6 +42,8 @@ from pathlib import Path
 
 ARCHS = ("scratch", "rnn", "lstm", "gru")
 STUDY_EPOCHS = 40  # the published protocol
+# Issue #10's goals for `dino-rnn study`, as a share of the reference time (by number of seeds).
+STUDY_GOALS = {1: 1 / 8, 5: 1 / 2}
 
 
 # ---------------------------------------------------------------------------
@@ -182,7 +188,9 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
             vl = step.evaluate(va)
             seconds.append(time.perf_counter() - t0)
             losses.append((tl, vl))
+        profile = profile_epoch(step, tr, va)
     elif side == "reference":
+        profile = None
         device = torch.device("cpu")
         model = _reference_models(len(vocab))[arch]().to(device)
         opt = torch.optim.AdamW(model.parameters(), 4e-4)
@@ -204,6 +212,42 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
         "n_train": len(train),
         "n_valid": len(valid),
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "profile": profile,
+    }
+
+
+def profile_epoch(step, train, valid) -> dict:
+    """One more epoch, with each step's two halves timed: where a step's time goes.
+
+    ``gradient``: ``step.loss_and_grad`` (forward, loss, backward); ``optimizer``:
+    ``step.update`` (the AdamW step); ``bookkeeping``: the rest of the epoch per step (the
+    loop, the loss sum, mode switches, the validation pass, and these timers themselves).
+    """
+    import torch
+
+    clock = time.perf_counter
+    grad = update = 0.0
+    t0 = clock()
+    step.train()
+    total = 0.0
+    for x, y in train:
+        a = clock()
+        total += step.loss_and_grad(x, y)
+        b = clock()
+        with torch.no_grad():
+            step.update()
+        c = clock()
+        grad += b - a
+        update += c - b
+    step.evaluate(valid)
+    epoch = clock() - t0
+    n = len(train)
+    return {
+        "gradient": step.gradient,
+        "gradient_us": grad / n * 1e6,
+        "optimizer_us": update / n * 1e6,
+        "bookkeeping_us": (epoch - grad - update) / n * 1e6,
+        "epoch_s": epoch,
     }
 
 
@@ -257,6 +301,15 @@ def _child_env() -> dict:
     return env
 
 
+def _median_profile(profiles: list[dict]) -> dict | None:
+    profiles = [p for p in profiles if p]
+    if not profiles:
+        return None
+    out = {k: statistics.median(p[k] for p in profiles) for k in ("gradient_us", "optimizer_us", "bookkeeping_us", "epoch_s")}
+    out["gradient"] = profiles[0]["gradient"]
+    return out
+
+
 def schedule_makespan(durations: list[float], workers: int) -> float:
     """Longest-first greedy schedule of independent jobs on ``workers``: the finishing time."""
     loads = [0.0] * max(1, workers)
@@ -276,7 +329,8 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}"
 
 
-def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, args, elapsed: float) -> str:
+def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, args, elapsed: float,
+                 studies: list[dict] = ()) -> str:
     import torch
 
     archs = list(rows)
@@ -298,7 +352,7 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         f"{rows[archs[0]]['n_valid']} names. Each side ran in its own process, interleaved "
         f"(ours, reference, ours, reference, ...) {args.repeats} times, {args.epochs_timed} timed "
         "epoch(s) per process; figures are medians over all timed epochs. "
-        "\"Ours\" = `train_epoch` + `evaluate` on 1 intra-op thread; \"reference\" = the loop in "
+        "\"Ours\" = `train_epoch` + the step's `evaluate` on 1 intra-op thread; \"reference\" = the loop in "
         "`dino_rnn/bench.py` written the way the published notebooks train (tensors rebuilt per "
         "step, per-character loop for the from-scratch cell, `.item()` per step, torch's default "
         "thread count).",
@@ -341,7 +395,102 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         "Peak RSS is `ru_maxrss` of the training process (torch and the data loaded included).",
         "",
     ]
+    lines += _profile_section(rows)
+    lines += _study_section(rows, studies, args)
     return "\n".join(lines)
+
+
+def _profile_section(rows: dict) -> list[str]:
+    lines = [
+        "## Where a step's time goes (ours)",
+        "",
+        "One more epoch per process, each step's two halves timed (medians over the processes): "
+        "*gradient* = forward, loss and backward (`step.loss_and_grad`), *optimizer* = the AdamW "
+        "update (`step.update`), *bookkeeping* = the rest of the epoch per step (the loop, the loss "
+        "sum, the validation pass, the timers).",
+        "",
+        "| model | gradient | µs / step: gradient | optimizer | bookkeeping | total | shares |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    from .models import LABELS
+
+    for a, r in rows.items():
+        p = r.get("profile")
+        if not p:
+            continue
+        total = p["epoch_s"] / r["n_train"] * 1e6  # the profiled epoch, per step
+        shares = " / ".join(f"{100 * p[k] / total:.0f}%" for k in ("gradient_us", "optimizer_us", "bookkeeping_us"))
+        lines.append(
+            f"| {LABELS.get(a, a)} | {p['gradient']} | {p['gradient_us']:.0f} | {p['optimizer_us']:.0f} | "
+            f"{p['bookkeeping_us']:.0f} | {total:.0f} | {shares} |"
+        )
+    return lines + [""]
+
+
+def _study_section(rows: dict, studies: list[dict], args) -> list[str]:
+    if not studies:
+        return []
+    lines = ["## The study against the reference", ""]
+    if set(rows) != set(ARCHS):
+        return lines + ["(The reference time needs all four models benchmarked; run without `--archs`.)", ""]
+    ref_total = sum(STUDY_EPOCHS * rows[a]["ref"] for a in ARCHS)
+    lines += [
+        f"Reference: the published-style loop's {STUDY_EPOCHS} epochs of the four Dino Names models, one after "
+        f"another, {STUDY_EPOCHS} x the reference s/epoch above, summed: **{ref_total:.0f} s**. Each study below "
+        "is `dino-rnn study` run by this benchmark into a fresh folder, timed from the command to the finished "
+        "report (every notebook, HTML export, the comparison), on "
+        f"`--jobs {args.jobs}` worker processes.",
+        "",
+        "| study | wall (s) | wall / reference | goal | met | notebooks ok | longest notebook |",
+        "|---|---:|---:|---|---|---|---|",
+    ]
+    for st in studies:
+        goal = STUDY_GOALS.get(st["n_seeds"])
+        ratio = st["wall"] / ref_total
+        met = "—" if goal is None else ("yes" if ratio <= goal else "no")
+        longest = max(st["notebooks"].items(), key=lambda kv: kv[1], default=("—", 0.0))
+        lines.append(
+            f"| `--seeds {st['seeds']}` ({st['n_seeds']} seed{'s' * (st['n_seeds'] > 1)}) | {st['wall']:.0f} | "
+            f"1/{ref_total / st['wall']:.1f} ({ratio:.2f}) | "
+            f"{'—' if goal is None else f'at most {goal:g}'} | {met} | {st['ok']} | "
+            f"{longest[0]} ({longest[1]:.0f} s) |"
+        )
+    lines += ["", "Each notebook's longest time (seconds, over seeds), from the study's `study.json`:", ""]
+    names = sorted({nb for st in studies for nb in st["notebooks"]})
+    lines += ["| notebook | " + " | ".join(f"`--seeds {st['seeds']}`" for st in studies) + " |",
+              "|---|" + "---:|" * len(studies)]
+    for nb in names:
+        lines.append(f"| {nb} | " + " | ".join(f"{st['notebooks'].get(nb, float('nan')):.0f}" for st in studies) + " |")
+    return lines + [""]
+
+
+def time_study(seeds: str, data: str | None, jobs: int) -> dict:
+    """``dino-rnn study --seeds SEEDS`` into a fresh folder, timed from the command to its exit."""
+    import shutil
+
+    from .params import parse_seeds
+
+    n_seeds = len(parse_seeds(seeds.split()))
+    work = Path(tempfile.mkdtemp(prefix="dino-rnn-bench-study-"))
+    out = work / "results"
+    cmd = [sys.executable, "-m", "dino_rnn", "study", "--seeds", *seeds.split(), "--out", str(out), "--jobs", str(jobs)]
+    if data:
+        cmd += ["--data", data]
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        wall = time.perf_counter() - t0
+        if not (out / "study.json").exists():
+            raise RuntimeError(f"the timed study failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
+        summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    notebooks: dict[str, float] = {}
+    for j in summary["jobs"]:
+        notebooks[j["notebook"]] = max(notebooks.get(j["notebook"], 0.0), j["seconds"])
+    ok = sum(j["status"] == "ok" for j in summary["jobs"])
+    return {"seeds": seeds, "n_seeds": n_seeds, "wall": wall, "returncode": proc.returncode,
+            "ok": f"{ok} of {len(summary['jobs'])}", "notebooks": notebooks}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -365,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None,
                    help="also write the report to this file (the committed one: results/benchmark.md)")
     p.add_argument("--data", default=None, help="names file (default: $DINO_RNN_DATA or the downloaded Dino Names)")
+    p.add_argument("--study", action="append", nargs="?", const="0", metavar="SEEDS",
+                   help="also time `dino-rnn study --seeds SEEDS` (default 0; e.g. --study --study 0-4) "
+                        "against the reference's 40 epochs of the four models")
     p.add_argument("--worker", choices=("ours", "reference"), help=argparse.SUPPRESS)
     p.add_argument("--arch", choices=ARCHS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -400,9 +552,14 @@ def main(argv: list[str] | None = None) -> int:
             "rss_ref": max(r["maxrss_mib"] for r in ref),
             "n_train": ours[0]["n_train"],
             "n_valid": ours[0]["n_valid"],
+            "profile": _median_profile([r["profile"] for r in ours]),
         }
     concurrent, wall = _run_concurrently(args.archs, args.epochs_timed, args.data, args.jobs)
-    report = build_report(rows, concurrent, wall, args, time.perf_counter() - t0)
+    studies = []
+    for seeds in args.study or []:
+        print(f"timing dino-rnn study --seeds {seeds} ...", file=sys.stderr, flush=True)
+        studies.append(time_study(seeds, args.data, args.jobs))
+    report = build_report(rows, concurrent, wall, args, time.perf_counter() - t0, studies)
     if args.out:
         write_atomic(Path(args.out), report)
     print(report)

@@ -1,13 +1,17 @@
 """Gradients written out: one name's loss and exact gradient without autograd.
 
 A name is ~12 characters, so a training step is a few hundred tiny operations and its
-cost is per-call overhead, not arithmetic. NumPy's per-call overhead on small arrays is a
-fraction of eager torch's, and there is no autograd graph to build, so this path works on
-NumPy views of the parameters' own float32 buffers and of gradient buffers it sets as
-their ``.grad`` (no copies). The forward pass of ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` is
-the module's own op (:func:`dino_rnn.torch_private.recurrent_forward`), and the dropout
-draw is torch's; what is written out here is back-propagation through time for the
-one-layer cells, the read-out, dropout and the cross-entropy.
+cost is per-call overhead, not arithmetic. There is no autograd graph to build here: this
+works on NumPy views of the parameters' own float32 buffers and of gradient buffers it
+sets as their ``.grad`` (no copies), and the dropout draw is torch's. What is written out
+is back-propagation through time for the one-layer cells, the read-out, dropout and the
+cross-entropy, twice:
+
+- in NumPy, below: the readable reference (the forward pass of ``nn.RNN`` / ``nn.LSTM`` /
+  ``nn.GRU`` is the module's own, the gradient NumPy's), and the from-scratch cell's path;
+- compiled, in :mod:`dino_rnn.kernels` (forward and backward in one call), the default for
+  ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``; ``tests/test_kernels.py`` checks it against the
+  NumPy code.
 
     grad = WrittenOut(model)      # binds to the model's parameters (ValueError: not supported)
     loss = grad(x, y)             # one name; every parameter's .grad is now d loss / d parameter
@@ -26,7 +30,6 @@ from torch import nn
 
 from . import kernels
 from .models import ScratchRNN
-from .torch_private import recurrent_forward
 
 
 def unsupported(model) -> str | None:
@@ -50,7 +53,15 @@ def unsupported(model) -> str | None:
     if isinstance(model, ScratchRNN):
         return None
     rnn, readout, dropout = model.written_out_parts()
-    if recurrent_forward(rnn) is None:
+    if (
+        type(rnn) not in (nn.RNN, nn.LSTM, nn.GRU)
+        or (type(rnn) is nn.RNN and rnn.nonlinearity != "tanh")
+        or getattr(rnn, "proj_size", 0)
+        or rnn.num_layers != 1
+        or rnn.bidirectional
+        or rnn.batch_first
+        or not rnn.bias
+    ):
         return f"{type(rnn).__name__} is not in the form the written-out gradient covers"
     if type(readout) is not nn.Linear or readout.in_features != rnn.hidden_size:
         return "the read-out is not one nn.Linear on the hidden state"
@@ -69,7 +80,8 @@ class WrittenOut:
     buffers it sets as their ``.grad`` (``grads``: the tensors, in ``parameters()`` order).
     Loading a state dict copies into the same storage, so the binding holds for a whole
     run; a model whose parameters are replaced needs a new binding. ``compiled=False``
-    uses the NumPy code where a compiled kernel exists (``nn.LSTM``).
+    uses the NumPy code below instead of the compiled kernels (``nn.RNN`` / ``nn.LSTM`` /
+    ``nn.GRU``; the from-scratch cell has no kernel).
     """
 
     def __init__(self, model, compiled: bool = True):
@@ -99,11 +111,12 @@ class WrittenOut:
         else:  # no bias: a zero one, and somewhere to put its (unused) gradient
             self.params.append(np.zeros(readout.out_features, dtype=np.float32))
             self.grad_arrays.append(np.zeros(readout.out_features, dtype=np.float32))
-        self._forward = recurrent_forward(rnn)
+        self._module = rnn
         cell = {nn.RNN: "rnn", nn.GRU: "gru", nn.LSTM: "lstm"}[type(rnn)]
         self._loss_and_grad = {"rnn": self._rnn, "gru": self._gru, "lstm": self._lstm}[cell]
-        if compiled and cell == "lstm":
-            self._loss_and_grad = self._lstm_compiled
+        if compiled:
+            self._kernel = {"rnn": kernels.rnn_step, "gru": kernels.gru_step, "lstm": kernels.lstm_step}[cell]
+            self._loss_and_grad = self._compiled
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""
@@ -196,7 +209,7 @@ class WrittenOut:
         """
         xn = x.numpy()
         T = xn.shape[0]
-        out = self._forward(x).numpy().reshape(T, -1)  # (T, H)
+        out = self._module(x)[0].numpy()  # (T, H): the module's own forward
         w_fc, b_fc = self.params[4], self.params[5]
         grads = self.grad_arrays
         z = out @ w_fc.T
@@ -234,11 +247,11 @@ class WrittenOut:
         self._input_grads(xn, h_prev, dgi, dgh, ones)
         return loss
 
-    def _lstm_compiled(self, x, y):
-        """The whole step in one compiled call (:func:`dino_rnn.kernels.lstm_step`)."""
+    def _compiled(self, x, y):
+        """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
-        return kernels.lstm_step(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
+        return self._kernel(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
 
     def _lstm(self, x, y):
         loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)

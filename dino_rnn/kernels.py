@@ -115,6 +115,152 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
 
 
 @njit(cache=True, nogil=True)
+def rnn_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_fc, g_b_fc):
+    """``nn.RNN`` (one layer, tanh) + Linear read-out + dropout + mean cross-entropy; as :func:`lstm_step`."""
+    T, V = x.shape
+    H = w_hh.shape[0]
+    O = w_fc.shape[0]
+    w_hhT = np.ascontiguousarray(w_hh.T)
+    w_ihT = np.ascontiguousarray(w_ih.T)
+    w_fcT = np.ascontiguousarray(w_fc.T)
+    hs = np.zeros((T + 1, H), np.float32)
+    for t in range(T):
+        a = hs[t + 1]
+        for j in range(H):
+            a[j] = b_ih[j] + b_hh[j]
+        for v in range(V):
+            xv = x[t, v]
+            if xv != 0:
+                for j in range(H):
+                    a[j] += w_ihT[v, j] * xv
+        for k in range(H):
+            hk = hs[t, k]
+            for j in range(H):
+                a[j] += w_hhT[k, j] * hk
+        for j in range(H):
+            a[j] = np.tanh(a[j])
+    dz, loss = _head(hs, y, w_fcT, b_fc, mask)
+    g_w_fc[:] = 0
+    g_b_fc[:] = 0
+    g_w_ih[:] = 0
+    g_w_hh[:] = 0
+    g_b_ih[:] = 0
+    dh = np.zeros(H, np.float32)
+    da = np.empty(H, np.float32)
+    for t in range(T - 1, -1, -1):
+        for v in range(O):
+            d = dz[t, v]
+            g_b_fc[v] += d
+            for k in range(H):
+                g_w_fc[v, k] += d * hs[t + 1, k]
+                dh[k] += d * w_fc[v, k]
+        for j in range(H):
+            h = hs[t + 1, j]
+            da[j] = dh[j] * (_F32_ONE - h * h)
+            dh[j] = 0
+        for j in range(H):
+            d = da[j]
+            g_b_ih[j] += d
+            for k in range(H):
+                g_w_hh[j, k] += d * hs[t, k]
+                dh[k] += w_hh[j, k] * d
+            for v in range(V):
+                xv = x[t, v]
+                if xv != 0:
+                    g_w_ih[j, v] += d * xv
+    g_b_hh[:] = g_b_ih
+    return loss
+
+
+@njit(cache=True, nogil=True)
+def gru_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_fc, g_b_fc):
+    """``nn.GRU`` (one layer, gates r, z, n) + Linear read-out + dropout + mean cross-entropy.
+
+    r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r ∘ gh_n), h_t = (1 − z) ∘ n + z ∘ h_{t-1},
+    with gi = W_ih x + b_ih and gh = W_hh h_{t-1} + b_hh; as :func:`lstm_step`.
+    """
+    T, V = x.shape
+    G = w_hh.shape[0]
+    H = G // 3
+    O = w_fc.shape[0]
+    w_hhT = np.ascontiguousarray(w_hh.T)
+    w_ihT = np.ascontiguousarray(w_ih.T)
+    w_fcT = np.ascontiguousarray(w_fc.T)
+    hs = np.zeros((T + 1, H), np.float32)
+    rzn = np.empty((T, G), np.float32)  # r, z, n per step
+    ghn = np.empty((T, H), np.float32)  # W_hn h_{t-1} + b_hn
+    gi = np.empty(G, np.float32)
+    gh = np.empty(G, np.float32)
+    for t in range(T):
+        for j in range(G):
+            gi[j] = b_ih[j]
+            gh[j] = b_hh[j]
+        for v in range(V):
+            xv = x[t, v]
+            if xv != 0:
+                for j in range(G):
+                    gi[j] += w_ihT[v, j] * xv
+        for k in range(H):
+            hk = hs[t, k]
+            for j in range(G):
+                gh[j] += w_hhT[k, j] * hk
+        for j in range(H):
+            r = _F32_HALF * np.tanh(_F32_HALF * (gi[j] + gh[j])) + _F32_HALF
+            z = _F32_HALF * np.tanh(_F32_HALF * (gi[H + j] + gh[H + j])) + _F32_HALF
+            n = np.tanh(gi[2 * H + j] + r * gh[2 * H + j])
+            rzn[t, j] = r
+            rzn[t, H + j] = z
+            rzn[t, 2 * H + j] = n
+            ghn[t, j] = gh[2 * H + j]
+            hs[t + 1, j] = (_F32_ONE - z) * n + z * hs[t, j]
+    dz, loss = _head(hs, y, w_fcT, b_fc, mask)
+    g_w_fc[:] = 0
+    g_b_fc[:] = 0
+    g_w_ih[:] = 0
+    g_w_hh[:] = 0
+    g_b_ih[:] = 0
+    g_b_hh[:] = 0
+    dh = np.zeros(H, np.float32)
+    dgi = np.empty(G, np.float32)
+    dgh = np.empty(G, np.float32)
+    for t in range(T - 1, -1, -1):
+        for v in range(O):
+            d = dz[t, v]
+            g_b_fc[v] += d
+            for k in range(H):
+                g_w_fc[v, k] += d * hs[t + 1, k]
+                dh[k] += d * w_fc[v, k]
+        for j in range(H):
+            r = rzn[t, j]
+            z = rzn[t, H + j]
+            n = rzn[t, 2 * H + j]
+            dhj = dh[j]
+            dn = dhj * (_F32_ONE - z) * (_F32_ONE - n * n)
+            dzp = dhj * (hs[t, j] - n) * z * (_F32_ONE - z)
+            drp = dn * ghn[t, j] * r * (_F32_ONE - r)
+            dgi[j] = drp
+            dgi[H + j] = dzp
+            dgi[2 * H + j] = dn
+            dgh[j] = drp
+            dgh[H + j] = dzp
+            dgh[2 * H + j] = dn * r
+            dh[j] = dhj * z  # through h_t = ... + z h_{t-1}
+        for j in range(G):
+            di = dgi[j]
+            dg = dgh[j]
+            g_b_ih[j] += di
+            g_b_hh[j] += dg
+            for k in range(H):
+                g_w_hh[j, k] += dg * hs[t, k]
+                dh[k] += w_hh[j, k] * dg
+            for v in range(V):
+                xv = x[t, v]
+                if xv != 0:
+                    g_w_ih[j, v] += di * xv
+    return loss
+
+
+@njit(cache=True, nogil=True)
 def _head(hs, y, w_fcT, b_fc, mask):
     """Read-out, dropout and mean cross-entropy of steps 1..T of ``hs``; d loss / d logits (T, O)."""
     T = hs.shape[0] - 1
@@ -336,4 +482,4 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
     return loss
 
 
-__all__ = ["lstm_step", "numpy_rnn_grads", "numpy_lstm_grads"]
+__all__ = ["lstm_step", "gru_step", "rnn_step", "numpy_rnn_grads", "numpy_lstm_grads"]

@@ -53,7 +53,11 @@ def autograd_requested() -> bool:
 
 
 class TorchStep:
-    """What both PyTorch steps share: the optimizer update, evaluation, the best-state copy."""
+    """What both PyTorch steps share: a step is ``loss_and_grad`` (each class its own way), then
+    ``update`` (one optimizer step); evaluation and the best-state copy.
+
+    The two halves are separate methods so that ``dino-rnn bench`` can time each.
+    """
 
     gradient = ""
 
@@ -62,6 +66,15 @@ class TorchStep:
         fused = FusedAdamW.make(optimizer)
         self._fused = fused
         self.update = fused.step if fused is not None else optimizer.step
+
+    def loss_and_grad(self, x, y) -> float:
+        raise NotImplementedError
+
+    def __call__(self, x, y) -> float:
+        loss = self.loss_and_grad(x, y)
+        with torch.no_grad():
+            self.update()
+        return loss
 
     def train(self) -> None:
         self.model.train()
@@ -87,6 +100,7 @@ class WrittenOutStep(TorchStep):
     def __init__(self, model, optimizer):
         super().__init__(model, optimizer)
         self.grad = fastgrad.WrittenOut(model)
+        self.loss_and_grad = self.grad  # one name's loss; the gradient in the buffers the update reads
         grads = self.grad.grads
         if self._fused is not None:
             fused = self._fused
@@ -98,25 +112,17 @@ class WrittenOutStep(TorchStep):
         self.grad.set_grads()  # a zero_grad(set_to_none=True) elsewhere would have dropped them
         self.optimizer.step()
 
-    def __call__(self, x, y) -> float:
-        loss = self.grad(x, y)
-        with torch.no_grad():
-            self.update()
-        return loss
-
 
 class AutogradStep(TorchStep):
     """``loss.backward()``, then the update."""
 
     gradient = AUTOGRAD
 
-    def __call__(self, x, y) -> float:
+    def loss_and_grad(self, x, y) -> float:
         logits, _ = self.model(x)
         loss = F.cross_entropy(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            self.update()
         return loss.item()
 
 

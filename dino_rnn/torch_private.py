@@ -1,21 +1,19 @@
 """Every private PyTorch API the package uses, in one module, each pinned by a test.
 
-Two shortcuts still pay (``dino-rnn bench`` shows what they save):
+One shortcut still pays (``dino-rnn bench``'s "where a step's time goes" shows the
+optimizer's share): :class:`FusedAdamW` calls the kernel ``torch.optim.AdamW(fused=True).step()``
+calls, ``torch._fused_adamw_``, without the optimizer's Python around it (per step, that
+Python costs more than the kernel). It reads the optimizer's hook dictionaries to decline
+when a hook is registered. (The recurrent modules' ATen ops, ``torch._VF.lstm`` and co.,
+were called directly before the gradients were compiled; the forward pass now runs in
+:mod:`dino_rnn.kernels`, and the NumPy reference path calls the modules themselves.)
 
-- :class:`FusedAdamW` calls the kernel ``torch.optim.AdamW(fused=True).step()`` calls,
-  ``torch._fused_adamw_``, without the optimizer's Python around it (per step, that Python
-  costs more than the kernel). It reads the optimizer's hook dictionaries to decline when a
-  hook is registered.
-- :func:`recurrent_forward` calls the ATen op ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``'s
-  ``forward`` calls (``torch._VF.rnn_tanh`` / ``lstm`` / ``gru`` on the module's
-  ``_flat_weights``), without the module's Python wrapper.
-
-Both compute exactly what the public call computes, bit for bit;
-``tests/test_torch_private.py`` checks each against the public API, and every caller has
-the public path as its fallback (``make`` returns ``None``).
+It computes exactly what the public call computes, bit for bit;
+``tests/test_torch_private.py`` checks it against the public API, and every caller has the
+public path as its fallback (``make`` returns ``None``).
 
 **On a torch upgrade** (the pin in ``pyproject.toml``), run ``tests/test_torch_private.py``
-first, and re-read in torch's source what each shortcut copies:
+first, and re-read in torch's source what the shortcut copies:
 
 1. ``torch/optim/adamw.py`` and ``adam.py`` (``_fused_adam``): a fused group still calls
    ``torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
@@ -24,22 +22,15 @@ first, and re-read in torch's source what each shortcut copies:
    tensor), and lazily creates the state as :meth:`FusedAdamW._init_state` does;
 2. ``torch/optim/optimizer.py``: per-optimizer hooks still live in
    ``_optimizer_step_pre_hooks`` / ``_optimizer_step_post_hooks`` and global ones in the
-   module's ``_global_optimizer_pre_hooks`` / ``_global_optimizer_post_hooks``;
-3. ``torch/nn/modules/rnn.py``: for an unbatched 2-D input and no initial state,
-   ``RNN`` / ``LSTM`` / ``GRU.forward`` still call ``_VF.rnn_tanh`` / ``_VF.lstm`` /
-   ``_VF.gru`` with ``(input.unsqueeze(1), hx, self._flat_weights, self.bias,
-   self.num_layers, self.dropout, self.training, self.bidirectional, self.batch_first)``
-   and zero initial states of shape ``(layers, 1, H)``, and ``_flat_weights`` still lists
-   the parameter tensors themselves in the order ``weight_ih, weight_hh, bias_ih, bias_hh``.
+   module's ``_global_optimizer_pre_hooks`` / ``_global_optimizer_post_hooks``.
 
 If a test fails after an upgrade, fix the shortcut from the new source, or delete it and
-let its callers take the public path (slower, same numbers).
+let its callers take the public path (``optimizer.step()``: slower, same numbers).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.optim import optimizer as _optimizer_module
 
 
@@ -125,45 +116,4 @@ class FusedAdamW:
         )
 
 
-# ---------------------------------------------------------------------------
-# The recurrent modules' ATen op
-# ---------------------------------------------------------------------------
-
-_OPS = {nn.RNN: "rnn_tanh", nn.LSTM: "lstm", nn.GRU: "gru"}
-
-
-def recurrent_forward(rnn: nn.Module):
-    """``f(x) -> out``: what ``rnn(x)[0]`` computes for a 2-D (unbatched) ``x`` and no state.
-
-    ``None`` where the shortcut is not the module's own path: another class, a tanh-less
-    ``nn.RNN``, a projection, several layers, bidirectional, batch-first, or weights that
-    are not the module's parameters. ``out`` is ``(T, 1, H)``: the batch of one the
-    module squeezes away.
-    """
-    kind = _OPS.get(type(rnn))
-    if (
-        kind is None
-        or (kind == "rnn_tanh" and rnn.nonlinearity != "tanh")
-        or getattr(rnn, "proj_size", 0)
-        or rnn.num_layers != 1
-        or rnn.bidirectional
-        or rnn.batch_first
-        or not rnn.bias
-    ):
-        return None
-    flat = rnn._flat_weights
-    if len(flat) != 4 or any(a is not b for a, b in zip(flat, rnn.parameters())):
-        return None
-    op = getattr(torch._VF, kind)
-    p = next(rnn.parameters())
-    zeros = torch.zeros(1, 1, rnn.hidden_size, dtype=p.dtype, device=p.device)
-    hx = (zeros, zeros.clone()) if kind == "lstm" else zeros
-    dropout, bidirectional, batch_first = rnn.dropout, False, False
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return op(x.unsqueeze(1), hx, flat, True, 1, dropout, rnn.training, bidirectional, batch_first)[0]
-
-    return forward
-
-
-__all__ = ["FusedAdamW", "optimizer_has_hooks", "recurrent_forward"]
+__all__ = ["FusedAdamW", "optimizer_has_hooks"]

@@ -33,7 +33,7 @@ def _both(model, x, y):
     return out[False], out[True]
 
 
-COMPILED = ["lstm"]
+COMPILED = ["rnn", "lstm", "gru"]
 
 
 @pytest.mark.parametrize("arch", COMPILED)

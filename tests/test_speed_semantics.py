@@ -342,3 +342,32 @@ def test_bench_smoke(tmp_path):
     assert rc == 0
     text = out.read_text()
     assert "| nn.RNN |" in text and "RNN from scratch" in text and "critical path" in text
+    # where a step's time goes: gradient, optimizer, bookkeeping, per model
+    profile = text.split("## Where a step's time goes (ours)")[1].split("\n## ")[0]
+    rows = [line for line in profile.splitlines() if line.startswith("| nn.RNN |") or line.startswith("| RNN from scratch")]
+    assert len(rows) == 2 and all("| written-out |" in r for r in rows)
+    for r in rows:
+        cells = [c.strip() for c in r.strip("|").split("|")]
+        grad, opt, book, total = map(float, cells[2:6])
+        assert grad > 0 and opt > 0 and book > 0 and total == pytest.approx(grad + opt + book, abs=1.5)
+    assert "## The study against the reference" not in text  # only with --study
+
+
+def test_bench_study_section_compares_with_the_reference():
+    """The study's wall time against 40 x the reference's seconds per epoch, summed over the four models."""
+    rows = {a: {"ref": r, "ours": 0.1} for a, r in zip(bench.ARCHS, (4.0, 2.0, 2.0, 4.0))}  # 480 s of reference
+    studies = [
+        {"seeds": "0", "n_seeds": 1, "wall": 60.0, "ok": "7 of 7", "notebooks": {"03_lstm.ipynb": 20.0, "05_anbn_lab.ipynb": 35.0}},
+        {"seeds": "0-4", "n_seeds": 5, "wall": 300.0, "ok": "35 of 35", "notebooks": {"03_lstm.ipynb": 21.0, "05_anbn_lab.ipynb": 40.0}},
+    ]
+
+    class Args:
+        jobs = 2
+
+    text = "\n".join(bench._study_section(rows, studies, Args))
+    assert "**480 s**" in text
+    one, five = [line for line in text.splitlines() if line.startswith("| `--seeds")]
+    assert "| 60 | 1/8.0 (0.12) | at most 0.125 | yes |" in one and "05_anbn_lab.ipynb (35 s)" in one
+    assert "| 300 | 1/1.6 (0.62) | at most 0.5 | no |" in five
+    assert "| 05_anbn_lab.ipynb | 35 | 40 |" in text
+    assert "needs all four models" in "\n".join(bench._study_section({"rnn": rows["rnn"]}, studies, Args))

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from dino_rnn.torch_private import FusedAdamW, optimizer_has_hooks, recurrent_forward
+from dino_rnn.torch_private import FusedAdamW, optimizer_has_hooks
 
 V, H = 27, 16
 
@@ -121,36 +121,3 @@ def test_hooks_are_seen_where_the_public_api_registers_them(where):
         handle.remove()
     assert not optimizer_has_hooks(opt)
     assert FusedAdamW.make(opt) is not None
-
-
-@pytest.mark.parametrize("cls", [nn.RNN, nn.LSTM, nn.GRU])
-@pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("T", [1, 5, 23])
-def test_recurrent_forward_is_the_modules_forward(cls, training, T):
-    """Bit-identical to ``module(x)[0]`` for an unbatched input and no initial state."""
-    torch.manual_seed(T)
-    rnn = cls(V, H).train(training)
-    x = torch.nn.functional.one_hot(torch.randint(0, V, (T,)), V).float()
-    fwd = recurrent_forward(rnn)
-    assert fwd is not None
-    with torch.no_grad():
-        ours = fwd(x)
-        theirs, _ = rnn(x)
-    assert ours.shape == (T, 1, H)
-    assert torch.equal(ours.reshape(T, H), theirs)
-    # it reads the module's weights as they are now (no copy taken when it was made)
-    with torch.no_grad():
-        for p in rnn.parameters():
-            p.mul_(1.5)
-        assert torch.equal(fwd(x).reshape(T, H), rnn(x)[0])
-
-
-def test_recurrent_forward_declines_other_forms():
-    assert recurrent_forward(nn.RNN(V, H, nonlinearity="relu")) is None
-    assert recurrent_forward(nn.LSTM(V, H, num_layers=2)) is None
-    assert recurrent_forward(nn.LSTM(V, H, proj_size=4)) is None
-    assert recurrent_forward(nn.GRU(V, H, bidirectional=True)) is None
-    assert recurrent_forward(nn.GRU(V, H, batch_first=True)) is None
-    assert recurrent_forward(nn.RNN(V, H, bias=False)) is None
-    assert recurrent_forward(nn.Linear(V, H)) is None
-    assert recurrent_forward(nn.LSTM(V, H)) is not None
