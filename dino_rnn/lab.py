@@ -1,6 +1,6 @@
 """The NumPy lab in the study: its two nets on Dino Names, and its aⁿbⁿ task measured.
 
-Two runs live here, both behind ``notebooks/05_numpy_rnn_lstm.ipynb``.
+Two runs live here: the aⁿbⁿ lab (``notebooks/05_anbn_lab.ipynb``) and the NumPy nets on Dino Names (``notebooks/06_numpy_nets.ipynb``).
 
 Dino Names — :class:`NumpyExperiment`
     The hand-written :class:`~dino_rnn.numpy_nets.NumpyRNN` and

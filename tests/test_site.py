@@ -305,7 +305,7 @@ def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     assert int.from_bytes(page.png[20:24], "big") == p["height"] > 3000
 
 
-@pytest.mark.parametrize("name", ["comparison.html", "seed0/05_numpy_rnn_lstm.code.html"])
+@pytest.mark.parametrize("name", ["comparison.html", "seed0/06_numpy_nets.code.html"])
 def test_notebook_reports_in_a_real_browser(browser, reference_site, name):
     folder, _ = reference_site
     page = browser.open(folder / "html" / name, 390, mobile=True)
