@@ -305,13 +305,13 @@ def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     assert int.from_bytes(page.png[20:24], "big") == p["height"] > 3000
 
 
-@pytest.mark.parametrize("name", ["comparison.html", "seed0/06_numpy_nets.code.html"])
+@pytest.mark.parametrize("name", ["comparison.html", "seed0/05_anbn_lab.code.html"])
 def test_notebook_reports_in_a_real_browser(browser, reference_site, name):
     folder, _ = reference_site
     page = browser.open(folder / "html" / name, 390, mobile=True)
     p = page.probe
     assert page.console_errors == [] and page.failed == [] and page.remote_requests == []
-    assert p["images"] >= 2 and p["broken"] == [] and p["scripts"] == 0
+    assert p["images"] >= 1 and p["broken"] == [] and p["scripts"] == 0
     assert p["scrollWidth"] <= 390 and p["tooWide"] == []
     if name.startswith("seed0/"):
         assert p["math"] > 10
