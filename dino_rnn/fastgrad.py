@@ -8,10 +8,9 @@ is back-propagation through time for the one-layer cells, the read-out, dropout 
 cross-entropy, twice:
 
 - in NumPy, below: the readable reference (the forward pass of ``nn.RNN`` / ``nn.LSTM`` /
-  ``nn.GRU`` is the module's own, the gradient NumPy's), and the from-scratch cell's path;
-- compiled, in :mod:`dino_rnn.kernels` (forward and backward in one call), the default for
-  ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``; ``tests/test_kernels.py`` checks it against the
-  NumPy code.
+  ``nn.GRU`` is the module's own, the gradient NumPy's);
+- compiled, in :mod:`dino_rnn.kernels` (forward and backward in one call), the default;
+  ``tests/test_kernels.py`` checks it against the NumPy code.
 
     grad = WrittenOut(model)      # binds to the model's parameters (ValueError: not supported)
     loss = grad(x, y)             # one name; every parameter's .grad is now d loss / d parameter
@@ -80,8 +79,7 @@ class WrittenOut:
     buffers it sets as their ``.grad`` (``grads``: the tensors, in ``parameters()`` order).
     Loading a state dict copies into the same storage, so the binding holds for a whole
     run; a model whose parameters are replaced needs a new binding. ``compiled=False``
-    uses the NumPy code below instead of the compiled kernels (``nn.RNN`` / ``nn.LSTM`` /
-    ``nn.GRU``; the from-scratch cell has no kernel).
+    uses the NumPy code below instead of the compiled kernels.
     """
 
     def __init__(self, model, compiled: bool = True):
@@ -98,6 +96,9 @@ class WrittenOut:
             self.grad_arrays = [g.numpy() for g in self.grads]
             self.dropout = model.dropout
             self._loss_and_grad = self._scratch
+            if compiled:
+                self._tanh = model.nonlinearity == "tanh"
+                self._loss_and_grad = self._scratch_compiled
             return
         rnn, readout, dropout = model.written_out_parts()
         self.dropout = dropout if dropout is not None else nn.Dropout(0.0)
@@ -246,6 +247,12 @@ class WrittenOut:
         dgi, dgh = _gru_backward(xn, h_prev, out, dout, w_ih, w_hh, b_ih, b_hh)
         self._input_grads(xn, h_prev, dgi, dgh, ones)
         return loss
+
+    def _scratch_compiled(self, x, y):
+        """The from-scratch cell's gradient in one compiled call (:func:`dino_rnn.kernels.scratch_step`)."""
+        xn = x.numpy()
+        mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
+        return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *self.grad_arrays)
 
     def _compiled(self, x, y):
         """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`)."""

@@ -10,6 +10,9 @@ row). The loops compute the same equations as the NumPy code they replace
 run in another order than NumPy's BLAS, so results agree to float rounding, not bit for bit;
 a kernel gives the same numbers every time it runs on the same machine.
 
+The float32 kernels take the logistic sigmoid as 1 / (1 + exp(−a)) (cheaper than the
+tanh form the NumPy code uses; the same function to float32 rounding).
+
 Compiled on first use and cached on disk beside the package (``__pycache__``), so only the
 first process after an install pays the compilation (a few seconds per kernel).
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_F32_HALF = np.float32(0.5)
 _F32_ONE = np.float32(1.0)
 
 
@@ -56,10 +58,10 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
             for j in range(G):
                 a[j] += w_hhT[k, j] * hk
         for j in range(H):
-            i = _F32_HALF * np.tanh(_F32_HALF * a[j]) + _F32_HALF
-            f = _F32_HALF * np.tanh(_F32_HALF * a[H + j]) + _F32_HALF
+            i = _F32_ONE / (_F32_ONE + np.exp(-a[j]))
+            f = _F32_ONE / (_F32_ONE + np.exp(-a[H + j]))
             g = np.tanh(a[2 * H + j])
-            o = _F32_HALF * np.tanh(_F32_HALF * a[3 * H + j]) + _F32_HALF
+            o = _F32_ONE / (_F32_ONE + np.exp(-a[3 * H + j]))
             acts[t, j] = i
             acts[t, H + j] = f
             acts[t, 2 * H + j] = g
@@ -205,8 +207,8 @@ def gru_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
             for j in range(G):
                 gh[j] += w_hhT[k, j] * hk
         for j in range(H):
-            r = _F32_HALF * np.tanh(_F32_HALF * (gi[j] + gh[j])) + _F32_HALF
-            z = _F32_HALF * np.tanh(_F32_HALF * (gi[H + j] + gh[H + j])) + _F32_HALF
+            r = _F32_ONE / (_F32_ONE + np.exp(-(gi[j] + gh[j])))
+            z = _F32_ONE / (_F32_ONE + np.exp(-(gi[H + j] + gh[H + j])))
             n = np.tanh(gi[2 * H + j] + r * gh[2 * H + j])
             rzn[t, j] = r
             rzn[t, H + j] = z
@@ -266,8 +268,6 @@ def _head(hs, y, w_fcT, b_fc, mask):
     T = hs.shape[0] - 1
     H, O = w_fcT.shape
     z = np.empty((T, O), np.float32)
-    loss = 0.0
-    inv_t = np.float32(1.0 / T)
     for t in range(T):
         for v in range(O):
             z[t, v] = b_fc[v]
@@ -275,6 +275,18 @@ def _head(hs, y, w_fcT, b_fc, mask):
             hk = hs[t + 1, k]
             for v in range(O):
                 z[t, v] += w_fcT[k, v] * hk
+    loss = _dropout_ce(z, y, mask)
+    return z, loss
+
+
+@njit(cache=True, nogil=True)
+def _dropout_ce(z, y, mask):
+    """Dropout (``mask``: the multipliers, empty for none) and mean cross-entropy of logits ``z``
+    (T, O); overwrites ``z`` with d loss / d logits and returns the loss (summed in float64)."""
+    T, O = z.shape
+    loss = 0.0
+    inv_t = np.float32(1.0 / T)
+    for t in range(T):
         if mask.shape[0]:
             for v in range(O):
                 z[t, v] *= mask[t, v]
@@ -296,7 +308,103 @@ def _head(hs, y, w_fcT, b_fc, mask):
         if mask.shape[0]:
             for v in range(O):
                 z[t, v] *= mask[t, v]
-    return z, loss / T
+    return loss / T
+
+
+@njit(cache=True, nogil=True)
+def scratch_step(x, y, tanh, wi2h, bi2h, wi2o, bi2o, wo2o, bo2o, mask, g_wi2h, g_bi2h, g_wi2o, g_bi2o, g_wo2o, g_bo2o):
+    """The from-scratch cell (:class:`~dino_rnn.models.ScratchRNN`) + dropout + mean cross-entropy.
+
+    h_t = act(i2h([x_t, h_{t-1}])), o_t = i2o([x_t, h_{t-1}]), logits = o2o([h_t, o_t]); ``tanh``
+    False: the published linear cell. As :func:`lstm_step`.
+    """
+    T, V = x.shape
+    H = wi2h.shape[0]
+    O = wo2o.shape[0]
+    wi2hT = np.ascontiguousarray(wi2h.T)  # (V + H, H)
+    wi2oT = np.ascontiguousarray(wi2o.T)  # (V + H, O)
+    wo2oT = np.ascontiguousarray(wo2o.T)  # (H + O, O)
+    xh = np.zeros((T, V + H), np.float32)  # [x_t, h_{t-1}]
+    hs = np.zeros((T, H), np.float32)  # h_t
+    os = np.empty((T, O), np.float32)  # o_t
+    z = np.empty((T, O), np.float32)
+    for t in range(T):
+        for v in range(V):
+            xh[t, v] = x[t, v]
+        if t:
+            for k in range(H):
+                xh[t, V + k] = hs[t - 1, k]
+        h = hs[t]
+        o = os[t]
+        for j in range(H):
+            h[j] = bi2h[j]
+        for v in range(O):
+            o[v] = bi2o[v]
+        for k in range(V + H):
+            c = xh[t, k]
+            if c != 0:
+                for j in range(H):
+                    h[j] += wi2hT[k, j] * c
+                for v in range(O):
+                    o[v] += wi2oT[k, v] * c
+        if tanh:
+            for j in range(H):
+                h[j] = np.tanh(h[j])
+        for v in range(O):
+            z[t, v] = bo2o[v]
+        for k in range(H):
+            c = h[k]
+            for v in range(O):
+                z[t, v] += wo2oT[k, v] * c
+        for k in range(O):
+            c = o[k]
+            for v in range(O):
+                z[t, v] += wo2oT[H + k, v] * c
+    loss = _dropout_ce(z, y, mask)
+    g_wi2h[:] = 0
+    g_bi2h[:] = 0
+    g_wi2o[:] = 0
+    g_bi2o[:] = 0
+    g_wo2o[:] = 0
+    g_bo2o[:] = 0
+    dcarry = np.zeros(H, np.float32)  # d loss / d h_t through step t+1 (i2h and i2o)
+    dh = np.empty(H, np.float32)
+    do = np.empty(O, np.float32)
+    for t in range(T - 1, -1, -1):
+        for j in range(H):
+            dh[j] = dcarry[j]
+        for v in range(O):
+            do[v] = 0
+        for v in range(O):
+            d = z[t, v]
+            g_bo2o[v] += d
+            for k in range(H):
+                g_wo2o[v, k] += d * hs[t, k]
+                dh[k] += wo2o[v, k] * d
+            for k in range(O):
+                g_wo2o[v, H + k] += d * os[t, k]
+                do[k] += wo2o[v, H + k] * d
+        if tanh:
+            for j in range(H):
+                h = hs[t, j]
+                dh[j] = dh[j] * (_F32_ONE - h * h)
+        for j in range(H):
+            dcarry[j] = 0
+        for j in range(H):
+            d = dh[j]
+            g_bi2h[j] += d
+            for k in range(V + H):
+                g_wi2h[j, k] += d * xh[t, k]
+            for k in range(H):
+                dcarry[k] += wi2h[j, V + k] * d
+        for v in range(O):
+            d = do[v]
+            g_bi2o[v] += d
+            for k in range(V + H):
+                g_wi2o[v, k] += d * xh[t, k]
+            for k in range(H):
+                dcarry[k] += wi2o[v, V + k] * d
+    return loss
 
 
 # ---------------------------------------------------------------------------
@@ -482,4 +590,4 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
     return loss
 
 
-__all__ = ["lstm_step", "gru_step", "rnn_step", "numpy_rnn_grads", "numpy_lstm_grads"]
+__all__ = ["scratch_step", "rnn_step", "lstm_step", "gru_step", "numpy_rnn_grads", "numpy_lstm_grads"]

@@ -14,14 +14,19 @@ made, and the epoch loop (:func:`dino_rnn.train.run_epochs`) knows nothing of wh
 =============  =====================================================  ==========================
 gradient       how                                                    for
 =============  =====================================================  ==========================
-written-out    back-propagation through time written out in NumPy     the four PyTorch models,
-               (:mod:`dino_rnn.fastgrad`), checked against autograd   one layer, on the CPU
+written-out    back-propagation through time written out               the four PyTorch models
+               (:mod:`dino_rnn.fastgrad`, compiled in                 and the aⁿbⁿ lab's twin,
+               :mod:`dino_rnn.kernels`), checked against autograd     one layer, on the CPU
 autograd       ``loss.backward()``                                    every PyTorch model; the
                                                                       NumPy nets' equations
                                                                       written in torch
 numpy          the NumPy nets' own hand-written backward              the NumPy nets
-               (:mod:`dino_rnn.numpy_nets`)
+               (:mod:`dino_rnn.numpy_nets`, compiled in
+               :mod:`dino_rnn.kernels`)
 =============  =====================================================  ==========================
+
+``step.loss_and_grad(x, y)`` and ``step.update()`` are a PyTorch step's two halves
+(``dino-rnn bench`` times each).
 
 Every step of one run applies the same optimizer update, so the ways differ only in the
 gradient, which agrees to float rounding (the tests check it).

@@ -33,7 +33,13 @@ def _both(model, x, y):
     return out[False], out[True]
 
 
-COMPILED = ["rnn", "lstm", "gru"]
+COMPILED = ["scratch", "scratch-linear", "rnn", "lstm", "gru"]
+
+
+def _build(arch):
+    if arch == "scratch-linear":  # the published cell: no nonlinearity
+        return build_model("scratch", V, nonlinearity="none")
+    return build_model(arch, V)
 
 
 @pytest.mark.parametrize("arch", COMPILED)
@@ -42,7 +48,7 @@ COMPILED = ["rnn", "lstm", "gru"]
 @pytest.mark.parametrize("scale", [1.0, 2.0])
 def test_kernel_is_the_numpy_reference(arch, T, training, scale):
     torch.manual_seed(T)
-    model = build_model(arch, V).train(training)
+    model = _build(arch).train(training)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)
@@ -57,7 +63,7 @@ def test_kernel_is_the_numpy_reference(arch, T, training, scale):
 @pytest.mark.parametrize("arch", COMPILED)
 def test_kernel_repeats_exactly(arch):
     torch.manual_seed(0)
-    model = build_model(arch, V).train()
+    model = _build(arch).train()
     x, y = _name(17, 3)
     runs = []
     for _ in range(2):
