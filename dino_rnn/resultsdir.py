@@ -42,11 +42,12 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from .files import write_json
+from .files import _umask, write_json
 from .params import ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -393,3 +394,132 @@ def _prune_empty(folder: Path) -> None:
             rmdir(Path(dirpath))
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------------------
+# Incremental mode: a folder that keeps every finished piece (``dino-rnn sweep``)
+# ---------------------------------------------------------------------------
+
+SWEEP_WRITER = "dino-rnn sweep"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class IncrementalFolder(ResultsFolder):
+    """A results folder that grows one complete piece at a time, for runs that resume.
+
+    The same guarantees as a study's folder, without the final swap (a sweep keeps every
+    point it finished, so an interrupted sweep resumes where it stopped):
+
+    - **Ownership.** The manifest ``.dino-rnn.json`` (``written_by: "dino-rnn sweep"``) lists
+      every file the sweeps put here; a folder holding any other file, or written by
+      another command (a study replaces its whole folder), is refused with one line.
+    - **The lock** of :meth:`ResultsFolder.lock`, with :meth:`recover` cleaning what a killed
+      run left in the work folder ``.NAME.dino-rnn/``.
+    - **Complete pieces at every instant.** :meth:`put` first rewrites the manifest (written
+      to a temporary file in the work folder, fsynced, ``os.replace``-d into place) so it
+      lists the new files, then writes each file the same way. A kill at any instant leaves
+      every file either absent, the previous complete version, or the new complete one,
+      and the folder still owned. Callers write a piece's "finished" file (a point's
+      metrics) last, so its presence means the whole piece is there.
+    """
+
+    def __init__(self, path, name: str = "--out"):
+        super().__init__(path, name)
+        self._incoming: Path | None = None
+
+    def check_owned(self) -> None:
+        """Refuse, with one line, a folder holding files no sweep wrote (or written by another command)."""
+        if not self.path.exists():
+            return
+        try:
+            writer = json.loads((self.path / MANIFEST).read_text(encoding="utf-8")).get("written_by")
+        except (OSError, ValueError, AttributeError):
+            writer = None
+        if writer not in (None, SWEEP_WRITER) and files_in(self.path) != [MANIFEST]:
+            raise ParameterError(
+                f"{self.name} {str(self.path)!r} holds results of {writer!r}, not of a sweep; "
+                "give a new or empty folder, or a folder an earlier dino-rnn sweep wrote"
+            )
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(repr(f) for f in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ParameterError(
+                f"{self.name} {str(self.path)!r} holds files that dino-rnn sweep did not write ({shown}); "
+                "give a new or empty folder, or move those files out"
+            )
+
+    def listed(self) -> list[str]:
+        """The files the manifest lists (some may be missing: listed before being written)."""
+        return read_manifest(self.path) or []
+
+    def _tmp(self, label: str) -> Path:
+        if self._incoming is None or not self._incoming.is_dir():
+            self._make_work()
+            self._incoming = self.work / f"incoming-{os.getpid()}"
+            self._incoming.mkdir(exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{label}.", suffix=".tmp", dir=self._incoming)
+        os.close(fd)
+        return Path(tmp)
+
+    def _write_atomic(self, dest: Path, data: bytes) -> None:
+        tmp = self._tmp(dest.name)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def write_listing(self, files) -> None:
+        """The manifest, listing exactly ``files`` (written atomically)."""
+        rels = sorted({f for f in files if _safe(f)})
+        self.path.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"written_by": SWEEP_WRITER, "files": rels}, indent=1) + "\n"
+        self._write_atomic(self.path / MANIFEST, data.encode("utf-8"))
+
+    def put(self, files: dict[str, bytes]) -> list[str]:
+        """Write ``{relative path: bytes}`` into the folder, each file complete; returns the paths.
+
+        The manifest lists the files before any is written; the files go in the order given
+        (put the one that marks the piece finished last).
+        """
+        for rel in files:
+            if not _safe(rel):
+                raise ValueError(f"not a relative path inside the folder: {rel!r}")
+        listed = self.listed()
+        if set(files) - set(listed):
+            self.write_listing([*listed, *files])
+        for rel, data in files.items():
+            self._write_atomic(self.path / rel, data)
+        return list(files)
+
+    def tidy_listing(self) -> None:
+        """Drop from the manifest the files that are not there (listed by a run killed before writing them)."""
+        listed = self.listed()
+        present = [f for f in listed if (self.path / f).is_file() or (self.path / f).is_symlink()]
+        if present != listed or not (self.path / MANIFEST).exists():
+            self.write_listing(present)
+
+    def close(self) -> None:
+        """Remove this process's (empty) temporary folder."""
+        if self._incoming is not None and self._incoming.is_dir():
+            rmtree(self._incoming)
+        self._incoming = None

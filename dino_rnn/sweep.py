@@ -1,0 +1,501 @@
+"""``dino-rnn sweep``: a grid of runs on the executor, resumable, with a report.
+
+    dino-rnn sweep --arch rnn lstm gru --layers 1 2 3 --hidden 64 --lr 4e-4 --seeds 0-4 --out results/sweep
+    dino-rnn sweep --grid grid.toml --out results/sweep [--scheduler tcp://host:8786] [--jobs N]
+
+The grid is the product architectures × layers × hidden sizes × learning rates × (for the
+from-scratch cell) nonlinearities × seeds, at one number of epochs and training-set size; a
+grid file (TOML) may hold several such grids as ``[[grid]]`` tables (their union is run, each
+point once), with top-level keys as their defaults::
+
+    epochs = 40
+    seeds = "0-4"
+    pairs = ["lstm:gru", "scratch,nonlinearity=none:scratch,nonlinearity=tanh"]
+
+    [[grid]]                           # nn.RNN, nn.LSTM, nn.GRU at 1-3 layers
+    arch = ["rnn", "lstm", "gru"]
+    layers = [1, 2, 3]
+
+    [[grid]]                           # LSTM against GRU over 20 seeds
+    arch = ["lstm", "gru"]
+    seeds = "0-19"
+
+    [[grid]]                           # the published linear cell beside the tanh cell
+    arch = ["scratch"]
+    nonlinearity = ["none", "tanh"]
+
+Keys: ``arch``, ``layers``, ``hidden``, ``lr``, ``nonlinearity``, ``seeds``, ``epochs``,
+``max_names``, ``pairs`` (a single value or a list, except ``seeds``: a list or a range text).
+
+Rules, checked before any work (one line, exit status 2): an unknown architecture or key, a
+number out of range, a nonlinearity with no from-scratch cell in its grid, and a grid in which
+the from-scratch cell has no valid point (it has one layer: ``--arch scratch --layers 2``).
+Where a grid crosses the from-scratch cell with several layer counts, its points with more than
+one layer are skipped, and the sweep says so in one note. ``nonlinearity`` applies to the
+from-scratch cell only (``tanh``, or ``none``: the published linear recurrence); the other
+architectures are their torch modules (``nn.RNN`` with tanh).
+
+Each point is one :class:`~dino_rnn.experiment.Experiment` (the published protocol, one seed),
+run as a task on :class:`~dino_rnn.executor.Executor`: the task gets the names file's bytes and
+the point's settings, trains in a temporary folder of its own on one torch thread, and returns
+its files; the client writes them into ``--out`` through
+:class:`~dino_rnn.resultsdir.IncrementalFolder` (each file complete, the manifest first), the
+metrics JSON last. A point is *finished* when its metrics JSON is there with the same settings
+and the same names file (sha256); a sweep skips finished points, so an interrupted sweep, run
+again, resumes. Where each point's files go::
+
+    points/{arch}[-{nonlinearity}]-L{layers}-H{hidden}-lr{lr}-e{epochs}-n{max_names|all}/
+        metrics/{arch}-seed{seed}.json   plots/...png   checkpoints/...pt
+
+and the report (:mod:`dino_rnn.sweepreport`): ``sweep.md``, ``sweep.csv`` (one row per grid
+point), ``sweep-pairs.csv``, ``sweep-params.png``, ``sweep-seconds.png``, ``sweep.json`` (the
+grid, every point and how it went, the command, versions, times).
+
+Exit status: 0 when every point finished, 1 when one failed or diverged (the others finish).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import params as P
+from .data import read_names, resolve_data_path
+from .models import ARCHITECTURES
+from .resultsdir import METRICS, IncrementalFolder, result_paths
+from .sweepreport import parse_pair, render, settings_of
+
+NONLINEARITIES = ("tanh", "none")
+AXES = ("arch", "layers", "hidden", "lr", "nonlinearity")
+GRID_KEYS = (*AXES, "seeds", "epochs", "max_names", "pairs")
+DEFAULTS = {"arch": list(ARCHITECTURES), "layers": [1], "hidden": [64], "lr": [4e-4], "nonlinearity": None,
+            "seeds": [0], "epochs": 40, "max_names": None}
+POINTS = "points"
+SWEEP_JSON = "sweep.json"
+
+
+# ---------------------------------------------------------------------------
+# Points
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of the grid: an architecture's settings and a seed."""
+
+    arch: str
+    layers: int
+    hidden: int
+    lr: float
+    nonlinearity: str | None  # the from-scratch cell's only; None for the torch modules
+    epochs: int
+    max_names: int | None
+    seed: int
+
+    def settings(self) -> dict:
+        return {"arch": self.arch, "layers": self.layers, "hidden": self.hidden, "lr": self.lr,
+                "nonlinearity": self.nonlinearity, "epochs": self.epochs, "max_names": self.max_names}
+
+    def key(self, data_sha256: str) -> str:
+        """A stable identity: the settings, the seed and the names file's sha256."""
+        blob = json.dumps({**self.settings(), "seed": self.seed, "data": data_sha256}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def folder(self) -> str:
+        nl = f"-{self.nonlinearity}" if self.nonlinearity else ""
+        names = "all" if self.max_names is None else self.max_names
+        return f"{POINTS}/{self.arch}{nl}-L{self.layers}-H{self.hidden}-lr{self.lr!r}-e{self.epochs}-n{names}"
+
+    @property
+    def metrics_path(self) -> str:
+        return f"{self.folder}/{METRICS}/{self.arch}-seed{self.seed}.json"
+
+    def label(self) -> str:
+        nl = f" {self.nonlinearity}" if self.nonlinearity else ""
+        return f"{self.arch}{nl} L{self.layers} H{self.hidden} lr {self.lr:g} seed {self.seed}"
+
+    def matches(self, metrics: dict, data_sha256: str) -> bool:
+        """Whether ``metrics`` are this point's, on this names file."""
+        try:
+            return (settings_of(metrics) == self.settings() and metrics["parameters"]["seed"] == self.seed
+                    and metrics["data"]["sha256"] == data_sha256 and bool(metrics.get("finished")))
+        except (KeyError, TypeError, AttributeError):
+            return False
+
+
+def _list(name: str, value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def expand(grid: dict) -> tuple[list[Point], list[str]]:
+    """One grid's points (checked) and the notes to print; ParameterError for bad input."""
+    unknown = set(grid) - set(GRID_KEYS)
+    if unknown:
+        raise P.ParameterError(f"unknown grid key {sorted(unknown)[0]!r}; use {', '.join(GRID_KEYS)}")
+    g = {**DEFAULTS, **{k: v for k, v in grid.items() if v is not None}}
+    archs = [P.choice("--arch", a, ARCHITECTURES) for a in _list("arch", g["arch"])]
+    layers = [P.positive_int("--layers", x) for x in _list("layers", g["layers"])]
+    hidden = [P.positive_int("--hidden", x) for x in _list("hidden", g["hidden"])]
+    lrs = [P.positive_float("--lr", x) for x in _list("lr", g["lr"])]
+    epochs = P.positive_int("--epochs", g["epochs"])
+    max_names = P.positive_int("--max-names", g["max_names"], allow_none=True)
+    seeds = P.parse_seeds(g["seeds"])
+    nls = g["nonlinearity"]
+    if nls is not None:
+        nls = [P.choice("--nonlinearity", x, NONLINEARITIES) for x in _list("nonlinearity", nls)]
+        if "scratch" not in archs:
+            raise P.ParameterError("--nonlinearity applies to the from-scratch cell only; add --arch scratch or drop it")
+    nls = nls or ["tanh"]
+    for name, xs in (("--arch", archs), ("--layers", layers), ("--hidden", hidden), ("--lr", lrs), ("--nonlinearity", nls)):
+        if len(set(xs)) != len(xs):
+            raise P.ParameterError(f"{name} repeats a value ({' '.join(map(str, xs))}); give each once")
+    if "scratch" in archs and 1 not in layers:
+        raise P.ParameterError(
+            f"the from-scratch cell has one layer, and --layers is {' '.join(map(str, layers))}; "
+            "add 1 to --layers or drop scratch from --arch"
+        )
+    notes, points = [], []
+    skipped = 0
+    for arch in archs:
+        for L in layers:
+            if arch == "scratch" and L != 1:
+                skipped += len(hidden) * len(lrs) * len(nls) * len(seeds)
+                continue
+            for H in hidden:
+                for lr in lrs:
+                    for nl in (nls if arch == "scratch" else [None]):
+                        points += [Point(arch, L, H, lr, nl, epochs, max_names, s) for s in seeds]
+    if skipped:
+        notes.append(f"the from-scratch cell has one layer: its {skipped} points with --layers "
+                     f"{' '.join(str(x) for x in layers if x != 1)} are left out of the grid")
+    return points, notes
+
+
+def parse_grid_file(path) -> dict:
+    """A TOML grid file as ``{"grids": [...], "pairs": [...]}``; ParameterError for a bad one."""
+    import tomllib
+
+    p = Path(path).expanduser()
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise P.ParameterError(f"--grid {str(p)!r} does not exist; give a TOML grid file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise P.ParameterError(f"--grid {str(p)!r} cannot be read ({e}); give a UTF-8 TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise P.ParameterError(f"--grid {str(p)!r} is not valid TOML ({e})") from None
+    subs = doc.pop("grid", [{}])
+    if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs) or not subs:
+        raise P.ParameterError(f"--grid {str(p)!r}: 'grid' must be [[grid]] tables")
+    pairs = doc.pop("pairs", [])
+    grids = []
+    for s in subs:
+        pairs += _list("pairs", s.pop("pairs", []))
+        grids.append({**doc, **s})
+    return {"grids": grids, "pairs": _list("pairs", pairs)}
+
+
+def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
+    """The union of the grids' points (each once, in order), the parsed pairs and the notes."""
+    points, notes, seen = [], [], set()
+    for g in grids:
+        ps, ns = expand(g)
+        notes += ns
+        for p in ps:
+            if p not in seen:
+                seen.add(p)
+                points.append(p)
+    parsed = []
+    for text in pairs:
+        try:
+            parsed.append(parse_pair(text))
+        except ValueError as e:
+            raise P.ParameterError(f"--pairs: {e}") from None
+        for side in parsed[-1]:
+            if side.get("arch") is not None and side["arch"] not in ARCHITECTURES:
+                raise P.ParameterError(f"--pairs {text!r}: unknown architecture {side['arch']!r}")
+    if not pairs:
+        parsed = default_pairs(points)
+    return points, parsed, notes
+
+
+def default_pairs(points: list[Point]) -> list:
+    """Without --pairs: each two architectures of the grid (in order), and the scratch nonlinearities."""
+    archs = list(dict.fromkeys(p.arch for p in points))
+    out = [({"arch": a}, {"arch": b}) for i, a in enumerate(archs) for b in archs[i + 1:]
+           if "scratch" not in (a, b)]
+    nls = list(dict.fromkeys(p.nonlinearity for p in points if p.arch == "scratch"))
+    out += [({"arch": "scratch", "nonlinearity": a}, {"arch": "scratch", "nonlinearity": b})
+            for i, a in enumerate(nls) for b in nls[i + 1:]]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The task (runs on a worker)
+# ---------------------------------------------------------------------------
+
+
+def run_point(item: dict) -> dict:
+    """Train one point (a task for :class:`~dino_rnn.executor.Executor`); returns its files.
+
+    ``item``: ``names`` (the names file's bytes), ``sha256`` (theirs), ``point`` (a
+    :class:`Point`). Trains in a temporary folder of its own on one torch thread and returns
+    ``{"files": {relative path: bytes}, "metrics": dict}``, the metrics JSON last in ``files``.
+    """
+    import torch
+
+    from .experiment import Experiment
+
+    torch.set_num_threads(1)
+    names, point = item["names"], item["point"]
+    if hashlib.sha256(names).hexdigest() != item["sha256"]:
+        raise ValueError("the names file's bytes do not match their sha256 (damaged in transfer)")
+    with tempfile.TemporaryDirectory(prefix="dino-rnn-point-") as tmp:
+        data = Path(tmp) / "names.txt"
+        data.write_bytes(names)
+        out = Path(tmp) / "out"
+        exp = Experiment(point.arch, epochs=point.epochs, lr=point.lr, hidden=point.hidden, num_layers=point.layers,
+                         seed=point.seed, max_names=point.max_names, nonlinearity=point.nonlinearity or "tanh",
+                         data=data, results_dir=out, device="cpu", progress=False)
+        metrics = exp.run()
+        paths = result_paths(out, point.arch, point.seed)
+        files = {}
+        for kind in ("plot", "checkpoint", "metrics"):  # the metrics last: they mark the point finished
+            if paths[kind].exists():
+                files[f"{point.folder}/{paths[kind].relative_to(out).as_posix()}"] = paths[kind].read_bytes()
+    return {"files": files, "metrics": metrics}
+
+
+# ---------------------------------------------------------------------------
+# The sweep (runs on the client)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    out: Path
+    points: list[Point]
+    trained: list[Point] = field(default_factory=list)
+    skipped: list[Point] = field(default_factory=list)
+    failed: dict = field(default_factory=dict)  # Point -> message
+    diverged: list[Point] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.diverged
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _versions() -> dict:
+    import torch
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["dino_rnn"] = version("dino_rnn")
+        out["dask"] = version("dask")
+        out["distributed"] = version("distributed")
+    except Exception:  # noqa: BLE001
+        pass
+    return out
+
+
+def run_sweep(
+    out,
+    grids: list[dict],
+    pairs=(),
+    *,
+    data=None,
+    scheduler: str | None = None,
+    jobs: int | None = None,
+    command: str = "dino-rnn sweep",
+    executor=None,
+    log=print,
+) -> SweepResult:
+    """Run every point of ``grids`` not already finished in ``out``, then write the report.
+
+    Every check (grid, pairs, names file, ``--out``) happens before any training. ``executor``
+    (tests) replaces :class:`~dino_rnn.executor.Executor` with an object of the same interface.
+    """
+    t0 = time.time()
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    points, parsed_pairs, notes = plan(grids, pairs)
+    if jobs is not None:
+        P.positive_int("--jobs", jobs)
+    path = resolve_data_path(data)
+    read_names(path)  # DataError (one line) for an unusable file, before any work
+    names_bytes = path.read_bytes()
+    sha = hashlib.sha256(names_bytes).hexdigest()
+    folder = IncrementalFolder(out)
+    folder.check_owned()
+    result = SweepResult(out=folder.path, points=points, notes=list(notes))
+    for n in notes:
+        log(f"note: {n}")
+    with folder.lock(command):
+        folder.recover()
+        folder.check_owned()
+        try:
+            folder.tidy_listing()
+            listed = set(folder.listed())
+            todo = []
+            for p in points:
+                m = _load_json(folder.path / p.metrics_path) if p.metrics_path in listed else None
+                (result.skipped if m is not None and p.matches(m, sha) else todo).append(p)
+            log(f"sweep: {len(points)} points, {len(result.skipped)} already finished (skipped), "
+                f"{len(todo)} to train -> {folder.path}")
+            if todo:
+                _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log)
+            _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path))
+        finally:
+            folder.close()
+    result.seconds = time.time() - t0
+    return result
+
+
+def _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log) -> None:
+    if executor is None:
+        from .executor import Executor
+
+        executor = Executor(scheduler=scheduler, workers=jobs, log=log)
+    items = [{"names": names_bytes, "sha256": sha, "point": p} for p in todo]
+    with executor as ex:
+        done = 0
+        for i, outcome in ex.run(run_point, items):
+            p = todo[i]
+            done += 1
+            if isinstance(outcome, dict):
+                folder.put(outcome["files"])
+                m = outcome["metrics"]
+                result.trained.append(p)
+                if m.get("status") != "ok":
+                    result.diverged.append(p)
+                    log(f"[{done}/{len(todo)}] {p.label()}: diverged: {m.get('message')}")
+                else:
+                    log(f"[{done}/{len(todo)}] {p.label()}: test loss {m['test_loss']:.4f}, "
+                        f"{m['seconds_per_epoch']:.2f} s/epoch ({m['gradient']})")
+            else:
+                msg = getattr(outcome, "error", repr(outcome))
+                result.failed[p] = msg
+                log(f"[{done}/{len(todo)}] {p.label()}: FAILED: {msg}")
+
+
+def _write_report(folder, points, pairs, sha, result, command, started, t0, data_path) -> None:
+    metrics, rows = [], []
+    for p in points:
+        m = _load_json(folder.path / p.metrics_path)
+        finished = m is not None and p.matches(m, sha)
+        if finished:
+            metrics.append(m)
+        status = ("failed" if p in result.failed else "diverged" if finished and m.get("status") != "ok"
+                  else "ok" if finished else "missing")
+        rows.append({**p.settings(), "seed": p.seed, "key": p.key(sha), "metrics": p.metrics_path if finished else None,
+                     "status": status, "trained": p in result.trained, "skipped": p in result.skipped,
+                     "error": result.failed.get(p), "test_loss": m.get("test_loss") if finished else None,
+                     "seconds_per_epoch": m.get("seconds_per_epoch") if finished else None})
+    notes = list(result.notes)
+    if result.failed:
+        notes.append(f"{len(result.failed)} point(s) failed and are not in the tables: "
+                     + "; ".join(f"{p.label()}: {e}" for p, e in list(result.failed.items())[:5]))
+    files = render(metrics, pairs, title="Sweep", notes=notes)
+    summary = {
+        "written_by": "dino-rnn sweep",
+        "command": command,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.time() - t0, 1),
+        "data": {"path": data_path, "sha256": sha},
+        "pairs": [[a, b] for a, b in pairs],
+        "counts": {"points": len(points), "trained": len(result.trained), "skipped": len(result.skipped),
+                   "failed": len(result.failed), "diverged": len(result.diverged)},
+        "notes": notes,
+        "points": rows,
+        "versions": _versions(),
+        "host": {"cpus": os.cpu_count(), "load": _load()},
+    }
+    files[SWEEP_JSON] = (json.dumps(summary, indent=1, allow_nan=True) + "\n").encode("utf-8")
+    folder.put(files)
+    result.report = folder.path / "sweep.md"
+
+
+def _load():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "sweep",
+        help="train a grid of models (architectures x layers x hidden x lr x seeds) and report it",
+        description="Run a grid of runs (each the published protocol for one seed) on the executor, "
+        "skip the points --out already holds, and write sweep.md / sweep.csv / plots / sweep.json there.",
+    )
+    p.add_argument("--arch", nargs="+", default=None, metavar="ARCH", help=f"architectures ({', '.join(ARCHITECTURES)}; default all)")
+    p.add_argument("--layers", nargs="+", type=int, default=None, metavar="N", help="recurrent layers (default 1)")
+    p.add_argument("--hidden", nargs="+", type=int, default=None, metavar="H", help="hidden units (default 64)")
+    p.add_argument("--lr", nargs="+", type=float, default=None, metavar="LR", help="learning rates (default 4e-4)")
+    p.add_argument("--nonlinearity", nargs="+", default=None, metavar="NL",
+                   help="the from-scratch cell's: tanh and/or none (the published linear cell); default tanh")
+    p.add_argument("--seeds", nargs="+", default=None, metavar="SEED", help="a list (0 1 2) or a range (0-4); default 0")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 40)")
+    p.add_argument("--max-names", type=int, default=None, help="train on the first N training names only (quick runs)")
+    p.add_argument("--grid", default=None, metavar="FILE.toml", help="the grid from a TOML file instead of the flags above")
+    p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
+                   help="paired comparisons, e.g. lstm:gru or scratch,nonlinearity=none:scratch,nonlinearity=tanh "
+                   "(default: each two architectures, and the scratch nonlinearities)")
+    p.add_argument("--data", default=None, help="a names file (default: $DINO_RNN_DATA or Dino Names)")
+    p.add_argument("--out", required=True, help="the sweep's folder; finished points in it are kept and skipped")
+    p.add_argument("--scheduler", default=None, metavar="ADDR", help="a Dask scheduler (default: a local cluster)")
+    p.add_argument("--jobs", type=int, default=None, help="workers of the local cluster (default: number of cores)")
+    return p
+
+
+def grids_from_args(args) -> tuple[list[dict], list[str]]:
+    flags = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "lr": args.lr,
+             "nonlinearity": args.nonlinearity, "seeds": args.seeds, "epochs": args.epochs, "max_names": args.max_names}
+    pairs = list(args.pairs or [])
+    if args.grid is not None:
+        given = [k for k, v in flags.items() if v is not None and k not in ("epochs", "max_names", "seeds")]
+        if given:
+            raise P.ParameterError(f"give the grid either in --grid or in flags, not both (--{given[0]} with --grid)")
+        g = parse_grid_file(args.grid)
+        over = {k: v for k, v in flags.items() if v is not None}  # --epochs/--max-names/--seeds override the file
+        return [{**x, **over} for x in g["grids"]], (pairs or g["pairs"])
+    return [{k: v for k, v in flags.items() if v is not None}], pairs
+
+
+def main(args) -> int:
+    if args.scheduler and args.jobs is not None:
+        raise P.ParameterError("--jobs sizes the local cluster; with --scheduler the cluster decides")
+    grids, pairs = grids_from_args(args)
+    command = " ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else "dino-rnn sweep"
+    r = run_sweep(args.out, grids, pairs, data=args.data, scheduler=args.scheduler, jobs=args.jobs, command=command)
+    print(f"sweep: {len(r.trained)} trained, {len(r.skipped)} skipped (already finished), "
+          f"{len(r.failed)} failed, {len(r.diverged)} diverged in {r.seconds:.0f} s; report: {r.report}")
+    for p, e in r.failed.items():
+        print(f"  failed: {p.label()}: {e}", file=sys.stderr)
+    return 0 if r.ok else 1
