@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import params as P
-from .data import read_names, resolve_data_path
+from .data import read_names, resolve_data_path, split_names
 from .models import ARCHITECTURES
 from .resultsdir import METRICS, IncrementalFolder, result_paths
 from .sweepreport import parse_pair, render, settings_of
@@ -341,7 +341,7 @@ def run_sweep(
     if jobs is not None:
         P.positive_int("--jobs", jobs)
     path = resolve_data_path(data)
-    read_names(path)  # DataError (one line) for an unusable file, before any work
+    split_names(read_names(path)[0], 0)  # DataError (one line) for an unusable file, before any work
     names_bytes = path.read_bytes()
     sha = hashlib.sha256(names_bytes).hexdigest()
     folder = IncrementalFolder(out)

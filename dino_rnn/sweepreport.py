@@ -294,12 +294,13 @@ def plot_against(table, x: str, xlabel: str, logx: bool = False):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     for _, r in table.iterrows():
         ax.errorbar(r[x], r["test_mean"], yerr=0 if math.isnan(r["test_std"]) else r["test_std"],
                     xerr=(0 if (x != "seconds_per_epoch" or math.isnan(r["seconds_per_epoch_std"]))
                           else r["seconds_per_epoch_std"]),
                     fmt=MARKERS.get(r["layers"], "D"), color=COLORS.get(r["arch"], "k"), capsize=3,
+                    markerfacecolor="white" if r["nonlinearity"] == "none" else COLORS.get(r["arch"], "k"),
                     label=f"{r['point']} (n={r['seeds']})")
     if logx:
         ax.set_xscale("log")
@@ -307,7 +308,7 @@ def plot_against(table, x: str, xlabel: str, logx: bool = False):
     ax.set_ylabel("test loss (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     if len(table) <= 24:
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
 
