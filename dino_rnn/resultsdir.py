@@ -55,6 +55,7 @@ RESULTS = ROOT / "results"
 REFERENCE = RESULTS / "reference"
 STUDY = RESULTS / "study"
 NOTEBOOK_RESULTS = RESULTS / "notebooks"
+BENCHMARK_JSON = RESULTS / "benchmark.json"  # dino-rnn bench --out results/benchmark.md writes it beside the .md
 
 # Inside a results folder (a study's, the reference, RESULTS_DIR of a notebook run by hand):
 METRICS, PLOTS, CHECKPOINTS, ANBN_DIR = "metrics", "plots", "checkpoints", "anbn"

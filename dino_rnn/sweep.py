@@ -69,12 +69,14 @@ from pathlib import Path
 from . import params as P
 from .data import read_names, resolve_data_path, split_names
 from .models import ARCHITECTURES
-from .resultsdir import METRICS, IncrementalFolder, result_paths
+from .claims import claims_markdown
+from .resultsdir import BENCHMARK_JSON, METRICS, IncrementalFolder, result_paths
 from .sweepreport import parse_pair, render, settings_of
 
 NONLINEARITIES = ("tanh", "none")
 AXES = ("arch", "layers", "hidden", "lr", "nonlinearity")
 GRID_KEYS = (*AXES, "seeds", "epochs", "max_names", "pairs")
+# A grid file's top-level ``claims = true`` adds claims.md: the published claims' verdicts (dino_rnn.claims).
 DEFAULTS = {"arch": list(ARCHITECTURES), "layers": [1], "hidden": [64], "lr": [4e-4], "nonlinearity": None,
             "seeds": [0], "epochs": 40, "max_names": None}
 POINTS = "points"
@@ -196,11 +198,14 @@ def parse_grid_file(path) -> dict:
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs) or not subs:
         raise P.ParameterError(f"--grid {str(p)!r}: 'grid' must be [[grid]] tables")
     pairs = doc.pop("pairs", [])
+    claims = doc.pop("claims", False)
+    if not isinstance(claims, bool):
+        raise P.ParameterError(f"--grid {str(p)!r}: 'claims' must be true or false")
     grids = []
     for s in subs:
         pairs += _list("pairs", s.pop("pairs", []))
         grids.append({**doc, **s})
-    return {"grids": grids, "pairs": _list("pairs", pairs)}
+    return {"grids": grids, "pairs": _list("pairs", pairs), "claims": claims}
 
 
 def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
@@ -329,6 +334,7 @@ def run_sweep(
     command: str = "dino-rnn sweep",
     executor=None,
     log=print,
+    claims: bool = False,
 ) -> SweepResult:
     """Run every point of ``grids`` not already finished in ``out``, then write the report.
 
@@ -363,7 +369,7 @@ def run_sweep(
                 f"{len(todo)} to train -> {folder.path}")
             if todo:
                 _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log)
-            _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path))
+            _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path), claims)
         finally:
             folder.close()
     result.seconds = time.time() - t0
@@ -397,7 +403,7 @@ def _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, lo
                 log(f"[{done}/{len(todo)}] {p.label()}: FAILED: {msg}")
 
 
-def _write_report(folder, points, pairs, sha, result, command, started, t0, data_path) -> None:
+def _write_report(folder, points, pairs, sha, result, command, started, t0, data_path, claims=False) -> None:
     metrics, rows = [], []
     for p in points:
         m = _load_json(folder.path / p.metrics_path)
@@ -415,6 +421,8 @@ def _write_report(folder, points, pairs, sha, result, command, started, t0, data
         notes.append(f"{len(result.failed)} point(s) failed and are not in the tables: "
                      + "; ".join(f"{p.label()}: {e}" for p, e in list(result.failed.items())[:5]))
     files = render(metrics, pairs, title="Sweep", notes=notes)
+    if claims:
+        files["claims.md"] = ("# The published claims, measured\n\n" + claims_markdown(metrics, load_benchmark())).encode("utf-8")
     summary = {
         "written_by": "dino-rnn sweep",
         "command": command,
@@ -433,6 +441,12 @@ def _write_report(folder, points, pairs, sha, result, command, started, t0, data
     files[SWEEP_JSON] = (json.dumps(summary, indent=1, allow_nan=True) + "\n").encode("utf-8")
     folder.put(files)
     result.report = folder.path / "sweep.md"
+
+
+def load_benchmark() -> dict | None:
+    """The committed benchmark's epoch times (``results/benchmark.json``, written by ``dino-rnn bench --out``)."""
+    data = _load_json(BENCHMARK_JSON)
+    return data.get("models") if isinstance(data, dict) else None
 
 
 def _load():
@@ -474,7 +488,7 @@ def add_parser(subparsers):
     return p
 
 
-def grids_from_args(args) -> tuple[list[dict], list[str]]:
+def grids_from_args(args) -> tuple[list[dict], list[str], bool]:
     flags = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "lr": args.lr,
              "nonlinearity": args.nonlinearity, "seeds": args.seeds, "epochs": args.epochs, "max_names": args.max_names}
     pairs = list(args.pairs or [])
@@ -484,16 +498,17 @@ def grids_from_args(args) -> tuple[list[dict], list[str]]:
             raise P.ParameterError(f"give the grid either in --grid or in flags, not both (--{given[0]} with --grid)")
         g = parse_grid_file(args.grid)
         over = {k: v for k, v in flags.items() if v is not None}  # --epochs/--max-names/--seeds override the file
-        return [{**x, **over} for x in g["grids"]], (pairs or g["pairs"])
-    return [{k: v for k, v in flags.items() if v is not None}], pairs
+        return [{**x, **over} for x in g["grids"]], (pairs or g["pairs"]), g["claims"]
+    return [{k: v for k, v in flags.items() if v is not None}], pairs, False
 
 
 def main(args) -> int:
     if args.scheduler and args.jobs is not None:
         raise P.ParameterError("--jobs sizes the local cluster; with --scheduler the cluster decides")
-    grids, pairs = grids_from_args(args)
+    grids, pairs, claims = grids_from_args(args)
     command = " ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else "dino-rnn sweep"
-    r = run_sweep(args.out, grids, pairs, data=args.data, scheduler=args.scheduler, jobs=args.jobs, command=command)
+    r = run_sweep(args.out, grids, pairs, data=args.data, scheduler=args.scheduler, jobs=args.jobs, command=command,
+                  claims=claims)
     print(f"sweep: {len(r.trained)} trained, {len(r.skipped)} skipped (already finished), "
           f"{len(r.failed)} failed, {len(r.diverged)} diverged in {r.seconds:.0f} s; report: {r.report}")
     for p, e in r.failed.items():
