@@ -166,8 +166,10 @@ class Executor:
 
         if priorities is None:
             priorities = [len(items) - i for i in range(len(items))]
-        futures = {self.client.submit(fn, item, pure=False, retries=retries, priority=p): i
-                   for i, (item, p) in enumerate(zip(items, priorities))}
+        # Submitted highest priority first: an idle worker starts the first task it is sent.
+        order = sorted(range(len(items)), key=lambda i: -priorities[i])
+        futures = {self.client.submit(fn, items[i], pure=False, retries=retries, priority=priorities[i]): i
+                   for i in order}
         try:
             for fut in as_completed(futures, loop=self.client.loop):
                 i = futures[fut]
