@@ -17,15 +17,16 @@ times (default 3; then the task is a :class:`TaskFailed` naming the dead workers
 is for tasks that raise: the study's tasks never do (a failed notebook is a result).
 
 The local cluster: one worker process per core (``workers``), one thread each; the scheduler and
-the nannies run in this process and every worker process is told to die with it, even when it
-is SIGKILLed (Linux: the parent-death signal; see :func:`dask_setup`).
+the nannies run in this process, and each worker process exits as soon as this one is gone,
+even SIGKILLed (distributed's worker processes watch a pipe from their parent), and its
+notebook's kernel with it (jupyter_client tells the kernel its parent); tests/test_study.py
+kills a study and checks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -33,8 +34,6 @@ from .params import ParameterError
 
 # How long to wait for a ``--scheduler`` to answer before refusing it.
 CONNECT_TIMEOUT = 10.0
-# Set in the local cluster's workers: the process they must die with.
-PARENT_ENV = "DINO_RNN_CLUSTER_PARENT"
 # Every worker of a local cluster runs with these (a task sets them again for its kernels anyway).
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
 
@@ -44,34 +43,6 @@ class TaskFailed:
     """A task that raised (for its own reasons), or whose workers kept dying under it."""
 
     error: str
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """In a worker: be killed when the study's process dies, even by SIGKILL (Linux).
-
-    Otherwise a worker of a killed study would go on running its notebook, or wait forever
-    for work. (Its kernel exits when the worker does: jupyter_client tells it its parent.) A
-    study killed while the worker was still starting is gone before the signal is asked for,
-    so the worker checks that its parent is still ``parent`` and exits if not.
-    """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        pr_set_pdeathsig = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
-
-
-def dask_setup(worker) -> None:
-    """Dask's preload hook, run in every worker process of the local cluster (``preload=[__name__]``)."""
-    parent = os.environ.get(PARENT_ENV)
-    if parent:
-        die_with_parent(int(parent))
 
 
 def _has_bokeh() -> bool:
@@ -117,7 +88,7 @@ class Executor:
                 self.cluster = LocalCluster(
                     n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
                     dashboard_address=":0", silence_logs=logging.CRITICAL, host="127.0.0.1",
-                    preload=[__name__], env={**WORKER_ENV, PARENT_ENV: str(os.getpid())},
+                    env=WORKER_ENV,
                 )
             self.client = Client(self.cluster, set_as_default=False)
         return self
