@@ -1,8 +1,9 @@
 """The study runner behind ``dino-rnn study``: every notebook through papermill, then the report.
 
 For each seed, every model notebook (``notebooks/NN_*.ipynb``) runs once with the same
-parameters, in parallel worker processes (``jobs``). Executed notebooks are kept (showing
-the results folder, never the staging folder they ran in); the comparison table and plots
+parameters, as tasks on a Dask cluster (:mod:`dino_rnn.executor`: a local one of ``jobs``
+workers, or the one at ``scheduler``; see :func:`notebook_task`). Executed notebooks are kept
+(showing the results folder, never the folder they ran in); the comparison table and plots
 are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
 :mod:`dino_rnn.site` writes ``html/index.html``, the page people open first, and every
 notebook's two HTML reports. The terminal shows one progress bar and one line per finished
@@ -100,7 +101,7 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = ()) -> Job:
-    """Run one notebook (in a worker process); never raises: the job records what happened.
+    """Run one notebook here (a task's, or the comparison); never raises: the job records what happened.
 
     ``paths``: (results folder, staging folder, names file) — the executed notebook is
     rewritten to show the results folder, not the staging folder it ran in (see
