@@ -34,7 +34,11 @@ def _study_parser(sub) -> argparse.ArgumentParser:
                    help="results folder (default: results/study); a study replaces only a folder it wrote")
     o.add_argument("--reference", action="store_true",
                    help="regenerate the committed reference in results/reference (default seeds 0-4)")
-    p.add_argument("--jobs", type=int, default=None, help="notebooks run in parallel (default: number of cores)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="workers of the local cluster: notebooks run in parallel (default: number of cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the notebooks on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786) "
+                   "instead of a local cluster; its workers need the same installed environment, no shared folder")
     p.add_argument("--smoke", action="store_true", help="a quick run with tiny parameters, to check everything works")
     p.add_argument("--cell-timeout", type=float, default=None, metavar="SECONDS",
                    help="fail a notebook whose cell runs longer than this (default 1800)")
@@ -82,6 +86,12 @@ def report(args) -> int:
 def study(args) -> int:
     from .study import CELL_TIMEOUT, SMOKE, print_summary, run_study
 
+    if args.scheduler is not None and args.jobs is not None:
+        raise ParameterError("--jobs sizes the local cluster; with --scheduler the cluster's own workers run the "
+                             "notebooks: drop --jobs (start more workers to run more at once)")
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise ParameterError("--scheduler needs an address, e.g. tcp://127.0.0.1:8786")
+
     epochs = args.epochs if args.epochs is not None else (SMOKE["epochs"] if args.smoke else 40)
     max_names = args.max_names if args.max_names is not None else (SMOKE["max_names"] if args.smoke else None)
     default_seeds = "0-4" if args.reference else 0
@@ -96,6 +106,7 @@ def study(args) -> int:
         max_names=max_names,
         data=args.data,
         jobs=args.jobs,
+        scheduler=args.scheduler,
         extra=SMOKE["extra"] if args.smoke else None,
         quiet=args.quiet,
     )

@@ -1,8 +1,9 @@
 """The study runner behind ``dino-rnn study``: every notebook through papermill, then the report.
 
 For each seed, every model notebook (``notebooks/NN_*.ipynb``) runs once with the same
-parameters, in parallel worker processes (``jobs``). Executed notebooks are kept (showing
-the results folder, never the staging folder they ran in); the comparison table and plots
+parameters, as tasks on a Dask cluster (:mod:`dino_rnn.executor`: a local one of ``jobs``
+workers, or the one at ``scheduler``; see :func:`notebook_task`). Executed notebooks are kept
+(showing the results folder, never the folder they ran in); the comparison table and plots
 are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
 :mod:`dino_rnn.site` writes ``html/index.html``, the page people open first, and every
 notebook's two HTML reports. The terminal shows one progress bar and one line per finished
@@ -24,16 +25,15 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
 
 from . import params as P
-from .data import read_names, resolve_data_path, split_names
+from .data import read_names, resolve_data_path, sha256_of, split_names
+from .executor import Executor, TaskFailed
 from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
@@ -101,7 +101,7 @@ KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = ()) -> Job:
-    """Run one notebook (in a worker process); never raises: the job records what happened.
+    """Run one notebook here (a task's, or the comparison); never raises: the job records what happened.
 
     ``paths``: (results folder, staging folder, names file) — the executed notebook is
     rewritten to show the results folder, not the staging folder it ran in (see
@@ -139,26 +139,104 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
     return job
 
 
-def _die_with_parent(parent: int | None = None) -> None:
-    """In a worker: be killed when the study's process dies, even by SIGKILL (Linux).
+# What a notebook's kernel runs with, wherever it runs: one intra-op thread (the per-name work is
+# too small to share, and the cluster's workers are the parallelism), matplotlib without a
+# display, and tqdm's text bar (the widget needs a script from the network).
+KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "DINO_RNN_PROGRESS": "text"}
+# Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
+_TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
-    Otherwise a worker of a killed study would go on writing into its staging folder after
-    the next run had cleaned it up, or wait forever for work. (Its kernel exits when the
-    worker does: jupyter_client tells it its parent.) A study killed while the worker was
-    still starting is gone before the signal is asked for, so the worker checks that its
-    parent is still ``parent`` and exits if not.
+
+def notebook_task(task: dict) -> dict:
+    """One notebook, on a Dask worker: a task of the study (see :func:`_run`). Never raises.
+
+    ``task`` carries everything the notebook needs, so a worker needs no filesystem shared
+    with the client: the notebook's JSON (``source``), its ``parameters``, the names file's
+    bytes and sha256 (checked here), ``cell_timeout``. It runs in a fresh temporary folder
+    of its own (the kernel's working directory; ``RESULTS_DIR`` inside it), which it deletes.
+    Returns ``{"status", "message", "seconds", "files"}``: ``files`` maps every file the notebook
+    wrote (below its results folder) and the executed notebook (at ``task["output"]``) to its
+    bytes, with the temporary folder's paths in their text shown as the client's
+    (``task["paths"]``: staging folder, names file, notebooks folder), as if the notebook had
+    run there.
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+    import hashlib
+    import shutil
+    import tempfile
 
-        pr_set_pdeathsig = 1
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    if parent is not None and os.getppid() != parent:
-        os._exit(1)
+    t0 = time.perf_counter()
+    out = {"status": "failed", "message": "", "seconds": 0.0, "files": {}}
+    tmp = Path(os.path.realpath(tempfile.mkdtemp(prefix="dino-rnn-task-")))
+    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+    try:
+        results = tmp / "results"
+        results.mkdir()
+        params = dict(task["parameters"])
+        subs = []  # (path here, the client's), longest first
+        if "RESULTS_DIR" in task["wants"]:
+            params["RESULTS_DIR"] = str(results)
+            subs.append((str(results), task["paths"]["staging"]))
+        if "DATA" in task["wants"]:
+            data = task["data"]
+            if hashlib.sha256(data).hexdigest() != task["data_sha256"]:
+                raise ValueError("the names file's bytes changed on their way to the worker (sha256 mismatch)")
+            names = tmp / "data" / task["data_name"]
+            names.parent.mkdir()
+            names.write_bytes(data)
+            params["DATA"] = str(names)
+            subs.append((str(names), task["paths"]["data"]))
+        subs.append((str(tmp), task["paths"]["notebooks"]))
+        notebook = tmp / task["notebook"]
+        notebook.write_text(task["source"], encoding="utf-8")
+        executed = tmp / "executed.ipynb"
+        os.environ.update(KERNEL_ENV)
+        job = _execute(Job(task["notebook"], task.get("seed", -1), params, str(executed)), str(tmp),
+                       task["cell_timeout"])
+        out["status"], out["message"] = job.status, job.message
+        files = {task["output"]: executed} if executed.exists() else {}
+        for f in sorted(results.rglob("*")):
+            if f.is_file():
+                files[f.relative_to(results).as_posix()] = f
+        for rel, f in files.items():
+            out["files"][rel] = _shown_as_client(f, subs) if f.suffix in _TEXT else f.read_bytes()
+    except Exception as e:  # the names file, the temporary folder, ...: the notebook's failure, not the study's
+        out["status"] = "failed"
+        out["message"] = (out["message"] + "; " if out["message"] else "") + f"{type(e).__name__}: {e}".splitlines()[0]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _shown_as_client(f: Path, subs: list[tuple[str, str]]) -> bytes:
+    """``f``'s text with each path of ``subs`` replaced (raw, and as a JSON string shows it)."""
+    try:
+        text = f.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return f.read_bytes()
+    for here, there in sorted(subs, key=lambda kv: -len(kv[0])):
+        text = text.replace(json.dumps(here)[1:-1], json.dumps(there)[1:-1]) if f.suffix in (".json", ".ipynb") \
+            else text.replace(here, there)
+    return text.encode("utf-8")
+
+
+def write_returned(staging: Path, files: dict) -> None:
+    """A task's files into ``staging``: only below it (a path that would leave it is refused)."""
+    root = Path(os.path.realpath(staging))
+    for rel, data in files.items():
+        p = Path(rel)
+        if not isinstance(rel, str) or not rel or p.is_absolute() or ".." in p.parts or not isinstance(data, bytes):
+            raise ValueError(f"a task returned a file outside its results folder: {rel!r}")
+        dest = Path(os.path.realpath(root / p))
+        if root not in dest.parents:
+            raise ValueError(f"a task returned a file outside its results folder: {rel!r}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
 
 
 def diverged_runs(results_dir) -> list[str]:
@@ -202,6 +280,7 @@ def run_study(
     max_names: int | None = None,
     data=None,
     jobs: int | None = None,
+    scheduler: str | None = None,
     extra: dict | None = None,
     cell_timeout: float = CELL_TIMEOUT,
     command: str = "dino-rnn study",
@@ -223,17 +302,20 @@ def run_study(
     with folder.lock(command):
         folder.recover()  # what killed runs left beside the folder
         folder.check_owned()  # before any work: never replace files a study did not write
-        staging = folder.new_staging()
-        result = StudyResult(out=str(folder.path), parameters={
-            "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg, "jobs": jobs})
-        try:
-            _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log, quiet)
-            folder.promote(staging)
-        except BaseException:
-            folder.abandon(staging)
-            raise
-        finally:
-            result.notes = folder.notes
+        # The cluster before any work: a --scheduler that does not answer is refused here.
+        with Executor(scheduler, None if scheduler else jobs, log=log) as ex:
+            staging = folder.new_staging()
+            result = StudyResult(out=str(folder.path), parameters={
+                "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg,
+                "jobs": ex.n_workers if scheduler else jobs})
+            try:
+                _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log, quiet, ex)
+                folder.promote(staging)
+            except BaseException:
+                folder.abandon(staging)
+                raise
+            finally:
+                result.notes = folder.notes
     return result
 
 
@@ -243,7 +325,7 @@ def _now() -> str:
 
 
 def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_timeout, reference, log,
-         quiet: bool = False) -> None:
+         quiet: bool = False, ex: Executor | None = None) -> None:
     """The notebooks into ``staging``, then the report; ``result`` records what happened."""
     t0 = time.perf_counter()
     result.started = _now()
@@ -267,50 +349,58 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
                     output=str(staging / "executed" / f"seed{seed}" / nb.name),
                 )
             )
-    for j in result.jobs:
-        Path(j.output).parent.mkdir(parents=True, exist_ok=True)
     # Longest first (as long as the previous run here took, else the committed reference's run),
     # so no long notebook starts last.
     order = longest_first(result.jobs, previous_seconds(folder.path) or previous_seconds(REFERENCE))
-    log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {jobs} worker(s) into {folder.path}")
-    paths = (str(folder.path), str(staging), [str(resolve_data_path(result.parameters["data"]))])
-    # Workers inherit one intra-op thread each: the per-name work is too small to share. Their
-    # kernels draw tqdm's text bar, never the widget (which needs a script from the network).
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "DINO_RNN_PROGRESS": "text"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_die_with_parent,
-                                   initargs=(os.getpid(),))
-        try:
-            futures = {pool.submit(_execute, result.jobs[i], str(NOTEBOOK_DIR), cell_timeout, paths): i for i in order}
-            # One bar for the whole study (on a terminal only: in a log it would be noise), and
-            # one line above it per finished notebook; quiet: neither.
-            bar = tqdm(total=len(futures), desc="study", unit="notebook", mininterval=1.0,
-                       disable=True if quiet else None, file=sys.stderr)
-            for fut in as_completed(futures):
-                i = futures[fut]
-                job = result.jobs[i] = fut.result()
-                bar.update()
-                if not quiet:
-                    mark = {"ok": "ok"}.get(job.status, job.status.upper())
-                    bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
-                              f"{': ' + job.message if job.message else ''}", file=sys.stdout)
-            bar.close()
-            pool.shutdown()
-        except BaseException:
-            # Interrupted or killed: stop the workers now rather than wait for their notebooks
-            # (their kernels notice their parent is gone and exit).
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    where = f"the cluster at {ex.scheduler}" if ex.scheduler else "a local cluster"
+    log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {ex.n_workers or jobs} worker(s) of {where} "
+        f"into {folder.path}")
+    if ex.dashboard_link:
+        log(f"dashboard: {ex.dashboard_link}")
+    data_path = resolve_data_path(result.parameters["data"])
+    paths = (str(folder.path), str(staging), [str(data_path)])
+    data, data_sha256 = data_path.read_bytes(), sha256_of(data_path)
+    tasks = []
+    for j in result.jobs:
+        params = {k: v for k, v in j.parameters.items() if k not in ("RESULTS_DIR", "DATA")}
+        tasks.append({
+            "notebook": j.notebook, "seed": j.seed, "source": (NOTEBOOK_DIR / j.notebook).read_text(encoding="utf-8"),
+            "parameters": params, "wants": sorted({"RESULTS_DIR", "DATA"} & set(j.parameters)),
+            "data": data if "DATA" in j.parameters else b"", "data_sha256": data_sha256,
+            "data_name": data_path.name, "cell_timeout": cell_timeout,
+            "output": Path(j.output).relative_to(staging).as_posix(),
+            "paths": {"staging": str(staging), "data": str(data_path), "notebooks": str(NOTEBOOK_DIR)},
+        })
+    for j in result.jobs:
+        Path(j.output).parent.mkdir(parents=True, exist_ok=True)
+    priorities = [0] * len(tasks)
+    for rank, i in enumerate(order):
+        priorities[i] = len(order) - rank
+    # One bar for the whole study (on a terminal only: in a log it would be noise), and
+    # one line above it per finished notebook; quiet: neither.
+    bar = tqdm(total=len(tasks), desc="study", unit="notebook", mininterval=1.0,
+               disable=True if quiet else None, file=sys.stderr)
+    for i, out in ex.run(notebook_task, tasks, retries=0, priorities=priorities):
+        job = result.jobs[i]
+        if isinstance(out, TaskFailed):  # its workers kept dying under it
+            job.status, job.message = "failed", out.error
+        else:
+            job.status, job.message, job.seconds = out["status"], out["message"], out["seconds"]
+            try:
+                write_returned(staging, out["files"])
+                if Path(job.output).exists():
+                    from .site import clean_executed
+
+                    clean_executed(job.output, *paths)
+            except Exception as e:
+                job.status = "failed"
+                job.message = (job.message + "; " if job.message else "") + f"{type(e).__name__}: {e}".splitlines()[0]
+        bar.update()
+        if not quiet:
+            mark = {"ok": "ok"}.get(job.status, job.status.upper())
+            bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
+                      f"{': ' + job.message if job.message else ''}", file=sys.stdout)
+    bar.close()
     result.seconds = time.perf_counter() - t0
     result.diverged = diverged_runs(staging)
     runs, _ = select_runs(load_metrics(staging))
@@ -321,7 +411,16 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         write_comparison(staging, reference=reference)
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
         comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
-        comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths)
+        saved = {k: os.environ.get(k) for k in KERNEL_ENV}
+        os.environ.update(KERNEL_ENV)
+        try:
+            comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
         if comp.status != "ok":
             result.report_error = f"{COMPARISON}: {comp.message}"
     except Exception as e:
