@@ -113,6 +113,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _study_parser(sub)
     _report_parser(sub)
+    from .sweep import add_parser as _sweep_parser, main as sweep_main
+
+    _sweep_parser(sub)
     sub.add_parser("bench", help="time the trainer against published-style loops", add_help=False)
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
@@ -125,11 +128,17 @@ def main(argv=None) -> int:
     if in_main:
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command == "sweep":
+            return sweep_main(args)
         return report(args) if args.command == "report" else study(args)
     except (ParameterError, DataError) as e:
         print(f"dino-rnn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if args.command == "sweep":
+            print(f"dino-rnn: interrupted; the points finished in {args.out} are kept, run again to resume",
+                  file=sys.stderr)
+            return 130
         if args.command == "report":
             where = args.results or "results/study"
         else:

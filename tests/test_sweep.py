@@ -410,3 +410,38 @@ def test_a_two_layer_lstm_learns(tmp_path):
     assert h.gradient == AUTOGRAD and h.status == "ok"
     assert h.train_loss[0] > h.train_loss[1] > h.train_loss[2]
     assert h.valid_loss[2] < h.valid_loss[0] and h.test_loss < math.log(27) - 0.3
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def test_cli_refuses_bad_input_in_one_line_with_status_2(tmp_path, capsys):
+    from dino_rnn.cli import main as cli_main
+
+    assert cli_main(["sweep", "--arch", "scratch", "--layers", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dino-rnn: error: the from-scratch cell has one layer") and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_sigterm_stops_the_sweep_keeping_its_finished_points(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "dino_rnn", "sweep", *ARGS, "--jobs", "1", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("points/*/metrics/*.json")):
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL) if proc.poll() is None else None
+    assert proc.returncode == 130 and "run again to resume" in err
+    done = losses(out)
+    assert 1 <= len(done) < 6
+    r = S.run_sweep(out, [{**GRID, "seeds": "0"}], executor=SerialExecutor(), log=lambda *a: None)
+    finished_seed0 = [f for f in done if f.endswith("seed0.json")]
+    assert len(r.skipped) == len(finished_seed0) and len(r.trained) == 2 - len(finished_seed0)
