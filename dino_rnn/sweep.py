@@ -477,7 +477,8 @@ def add_parser(subparsers):
     p.add_argument("--seeds", nargs="+", default=None, metavar="SEED", help="a list (0 1 2) or a range (0-4); default 0")
     p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 40)")
     p.add_argument("--max-names", type=int, default=None, help="train on the first N training names only (quick runs)")
-    p.add_argument("--grid", default=None, metavar="FILE.toml", help="the grid from a TOML file instead of the flags above")
+    p.add_argument("--grid", default=None, metavar="FILE.toml", help="the grid from a TOML file instead of the flags above "
+                   "(--seeds, --epochs and --max-names, if given, override the file's)")
     p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
                    help="paired comparisons, e.g. lstm:gru or scratch,nonlinearity=none:scratch,nonlinearity=tanh "
                    "(default: each two architectures, and the scratch nonlinearities)")
