@@ -590,4 +590,50 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
     return loss
 
 
-__all__ = ["scratch_step", "rnn_step", "lstm_step", "gru_step", "numpy_rnn_grads", "numpy_lstm_grads"]
+# ---------------------------------------------------------------------------
+# The NumPy nets' optimizer updates (float64, on the flat buffers)
+# ---------------------------------------------------------------------------
+
+
+# error_model="numpy": a division by zero gives inf or nan, as in NumPy, instead of a check
+# per division that keeps the loop from being vectorised (AdamW's update: 31 against 131 µs
+# for 25307 parameters). The norm's sum may be reassociated (vectorised: 2 against 21 µs).
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def clip_sgd_update(p, g, lr, max_norm):
+    """:func:`~dino_rnn.numpy_nets.clip_grad_norm` (``max_norm`` > 0; 0: no clipping) then
+    :meth:`SGD.step <dino_rnn.numpy_nets.SGD.step>`, on flat buffers; returns the norm before
+    clipping (0 when not clipping). Like the NumPy code it leaves ``g`` clipped."""
+    n = p.shape[0]
+    norm = 0.0
+    if max_norm > 0:
+        for k in range(n):
+            norm += g[k] * g[k]
+        norm = np.sqrt(norm)
+        if norm > max_norm:
+            scale = max_norm / norm
+            for k in range(n):
+                g[k] *= scale
+    for k in range(n):
+        p[k] -= g[k] * lr
+    return norm
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt):
+    """:meth:`AdamW.step <dino_rnn.numpy_nets.AdamW.step>` on flat buffers, the same operations
+    in the same order (``step_size`` and ``bc2_sqrt`` as it computes them for this step)."""
+    decay = 1.0 - lr * weight_decay if weight_decay != 0.0 else 1.0  # θ·1 is θ: no decay
+    for k in range(p.shape[0]):
+        pk = p[k] * decay
+        gk = g[k]
+        mk = m[k] + (gk - m[k]) * (1.0 - beta1)
+        vk = v[k] * beta2 + gk * (1.0 - beta2) * gk
+        m[k] = mk
+        v[k] = vk
+        p[k] = pk - mk / (np.sqrt(vk) / bc2_sqrt + eps) * step_size
+
+
+__all__ = ["scratch_step", "rnn_step", "lstm_step", "gru_step", "numpy_rnn_grads", "numpy_lstm_grads",
+           "clip_sgd_update", "adamw_update"]
