@@ -498,13 +498,16 @@ class AdamW(_Optimizer):
         self.eps, self.weight_decay = float(eps), float(weight_decay)
         self.t = 0
 
+    def next_step(self) -> tuple[float, float]:
+        """Count one more step; its ``lr / (1 − β₁ᵗ)`` and ``√(1 − β₂ᵗ)``."""
+        self.t += 1
+        bc1 = 1.0 - self.beta1**self.t
+        return self.lr / bc1, math.sqrt(1.0 - self.beta2**self.t)
+
     def step(self, grads: dict[str, np.ndarray]) -> None:
         pairs = self._pairs(grads)
-        self.t += 1
+        step_size, bc2_sqrt = self.next_step()
         b1, b2 = self.beta1, self.beta2
-        bc1 = 1.0 - b1**self.t
-        bc2_sqrt = math.sqrt(1.0 - b2**self.t)
-        step_size = self.lr / bc1
         for p, g, (m, v) in pairs:
             # m ← m + (g − m)(1 − β₁); v ← β₂ v + (1 − β₂) g g; p ← p − step_size · m / (√v / √bc₂ + ε),
             # written with one scratch array instead of a temporary per operation (the same

@@ -41,8 +41,8 @@ import torch
 import torch.nn.functional as F
 
 from . import fastgrad, kernels
-from .numpy_nets import NumpyLSTM, NumpyRNN, clip_grad_norm
-from .torch_private import FusedAdamW
+from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
+from .torch_private import FusedAdam
 
 WRITTEN_OUT, AUTOGRAD, NUMPY = "written-out", "autograd", "numpy"
 
@@ -68,7 +68,7 @@ class TorchStep:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
         self.model, self.optimizer = model, optimizer
-        fused = FusedAdamW.make(optimizer)
+        fused = FusedAdam.make(optimizer)
         self._fused = fused
         self.update = fused.step if fused is not None else optimizer.step
 
@@ -157,9 +157,9 @@ class NumpyStep:
     """A NumPy net's hand-written gradient, optional global-norm clipping, a NumPy optimizer.
 
     ``compiled`` (the default): the net's forward and backward pass run as one compiled
-    kernel (:mod:`dino_rnn.kernels`: the same equations, the same numbers to float rounding);
-    ``False``: the NumPy code of :mod:`dino_rnn.numpy_nets`. (A compiled AdamW was measured and
-    did not pay: the update is bound by its square roots and divisions either way.)
+    kernel, and so do the clipping and the update of :class:`~dino_rnn.numpy_nets.SGD` and
+    :class:`~dino_rnn.numpy_nets.AdamW` (:mod:`dino_rnn.kernels`: the same equations, the same
+    numbers to float rounding); ``False``: the NumPy code of :mod:`dino_rnn.numpy_nets`.
     """
 
     gradient = NUMPY
@@ -168,6 +168,7 @@ class NumpyStep:
         self.net, self.optimizer, self.clip = net, optimizer, clip
         self._out = net.new_grads()  # one gradient buffer for the whole run
         self._grads = _compiled_gradient(net, self._out) if compiled else None
+        self._update = _compiled_update(optimizer, self._out, clip) if compiled else None
 
     def loss_and_grads(self, x, y):
         if self._grads is not None:
@@ -176,6 +177,9 @@ class NumpyStep:
 
     def __call__(self, x, y) -> float:
         loss, grads = self.loss_and_grads(x, y)
+        if self._update is not None:
+            self._update()
+            return loss
         if self.clip:
             clip_grad_norm(grads, self.clip)
         self.optimizer.step(grads)
@@ -205,6 +209,30 @@ def _compiled_gradient(net, out):
         (Wg, bg), (gWg, gbg) = net._blocks(), net._blocks(gflat)
         args = (Wg, bg, net.params["W_v"], net.params["b_v"], gWg, gbg, g["W_v"], g["b_v"])
         return lambda x, y: kernels.numpy_lstm_grads(x, y, *args)
+    return None
+
+
+def _compiled_update(optimizer, out, clip):
+    """``f()``: clip the gradient in ``out`` and update, as ``clip_grad_norm`` then
+    ``optimizer.step`` do, in one compiled call; ``None`` where that does not apply (another
+    optimizer, or parameters or gradients that do not tile one flat buffer)."""
+    gflat, g = out
+    params = optimizer._flat
+    if params is None or list(g) != optimizer.keys or _flat_base([g[k] for k in optimizer.keys]) is not gflat:
+        return None
+    max_norm = float(clip) if clip else 0.0
+    if type(optimizer) is SGD:
+        lr = optimizer.lr
+        return lambda: kernels.clip_sgd_update(params, gflat, lr, max_norm)
+    if type(optimizer) is AdamW and not clip:
+        opt = optimizer
+        m, v = opt.state_flat
+        args = (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay)
+
+        def adamw():
+            kernels.adamw_update(params, gflat, m, v, *args, *opt.next_step())
+
+        return adamw
     return None
 
 

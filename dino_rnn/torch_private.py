@@ -1,9 +1,11 @@
 """Every private PyTorch API the package uses, in one module, each pinned by a test.
 
 One shortcut still pays (``dino-rnn bench``'s "where a step's time goes" shows the
-optimizer's share): :class:`FusedAdamW` calls the kernel ``torch.optim.AdamW(fused=True).step()``
-calls, ``torch._fused_adamw_``, without the optimizer's Python around it (per step, that
-Python costs more than the kernel). It reads the optimizer's hook dictionaries to decline
+optimizer's share): :class:`FusedAdam` calls the kernel ``torch.optim.AdamW(fused=True).step()``
+calls, ``torch._fused_adamw_`` (or, for ``torch.optim.Adam(fused=True)``, ``torch._fused_adam_``),
+without the optimizer's Python around it (per step, that Python costs more than the kernel:
+for the aⁿbⁿ twin's ~10k parameters, ``Adam.step()`` with its default for-each path took
+~150 µs a step and the fused call ~15 µs). It reads the optimizer's hook dictionaries to decline
 when a hook is registered. (The recurrent modules' ATen ops, ``torch._VF.lstm`` and co.,
 were called directly before the gradients were compiled; the forward pass now runs in
 :mod:`dino_rnn.kernels`, and the NumPy reference path calls the modules themselves.)
@@ -16,10 +18,11 @@ public path as its fallback (``make`` returns ``None``).
 first, and re-read in torch's source what the shortcut copies:
 
 1. ``torch/optim/adamw.py`` and ``adam.py`` (``_fused_adam``): a fused group still calls
-   ``torch._fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+   ``torch._fused_adamw_`` when its ``decoupled_weight_decay`` is true (AdamW) and
+   ``torch._fused_adam_`` when not (Adam), both as ``(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
    state_steps, amsgrad=, lr=, beta1=, beta2=, weight_decay=, eps=, maximize=,
    grad_scale=, found_inf=)`` after adding 1 to every ``state["step"]`` (a float32 scalar
-   tensor), and lazily creates the state as :meth:`FusedAdamW._init_state` does;
+   tensor), and lazily creates the state as :meth:`FusedAdam._init_state` does;
 2. ``torch/optim/optimizer.py``: per-optimizer hooks still live in
    ``_optimizer_step_pre_hooks`` / ``_optimizer_step_post_hooks`` and global ones in the
    module's ``_global_optimizer_pre_hooks`` / ``_global_optimizer_post_hooks``.
@@ -35,7 +38,7 @@ from torch.optim import optimizer as _optimizer_module
 
 
 # ---------------------------------------------------------------------------
-# AdamW's fused kernel
+# Adam's and AdamW's fused kernels
 # ---------------------------------------------------------------------------
 
 
@@ -49,11 +52,12 @@ def optimizer_has_hooks(optimizer: torch.optim.Optimizer) -> bool:
     )
 
 
-class FusedAdamW:
-    """``optimizer.step()`` of a plain fused ``torch.optim.AdamW``, minus its Python overhead.
+class FusedAdam:
+    """``optimizer.step()`` of a plain fused ``torch.optim.Adam`` or ``AdamW``, minus its Python overhead.
 
-    Calls ``torch._fused_adamw_`` with the optimizer's own state tensors and
-    hyper-parameters, exactly as ``AdamW.step`` does for one float group on one device,
+    Calls ``torch._fused_adamw_`` (decoupled weight decay: AdamW) or ``torch._fused_adam_``
+    (Adam) with the optimizer's own state tensors and hyper-parameters, exactly as
+    ``Adam.step`` / ``AdamW.step`` do for one float group on one device,
     so the update is bit-for-bit the same and the optimizer's ``state_dict`` stays valid.
     :meth:`make` returns ``None`` (use ``optimizer.step()``) for anything else: other
     optimizers, several groups, amsgrad, maximize, capturable, hooks, tensor
@@ -62,6 +66,7 @@ class FusedAdamW:
 
     def __init__(self, optimizer, params, group):
         self.params = params
+        self._kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
         for p in params:
             self._init_state(optimizer.state[p], p)
         self.exp_avgs = [optimizer.state[p]["exp_avg"] for p in params]
@@ -81,22 +86,22 @@ class FusedAdamW:
 
     @staticmethod
     def _init_state(state: dict, p: torch.Tensor) -> None:
-        """AdamW's lazy state, as ``AdamW._init_group`` makes it for a fused group."""
+        """Adam's lazy state, as ``Adam._init_group`` makes it for a fused group."""
         if len(state) == 0:
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
     @classmethod
-    def make(cls, optimizer) -> "FusedAdamW | None":
-        if type(optimizer) is not torch.optim.AdamW or len(optimizer.param_groups) != 1:
+    def make(cls, optimizer) -> "FusedAdam | None":
+        if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or len(optimizer.param_groups) != 1:
             return None
         group = optimizer.param_groups[0]
         params = [p for p in group["params"] if p.requires_grad]
         if (
             not group.get("fused")
             or group.get("amsgrad") or group.get("maximize") or group.get("capturable")
-            or group.get("differentiable") or not group.get("decoupled_weight_decay", True)
+            or group.get("differentiable") or not isinstance(group.get("decoupled_weight_decay"), bool)
             or any(torch.is_tensor(group[k]) for k in ("lr", "weight_decay", "eps"))
             or any(torch.is_tensor(b) for b in group["betas"])
             or optimizer_has_hooks(optimizer)
@@ -108,12 +113,12 @@ class FusedAdamW:
         return cls(optimizer, params, group)
 
     def step(self, grads: list[torch.Tensor] | None = None) -> None:
-        """One AdamW update with ``grads`` (default: every parameter's ``.grad``)."""
+        """One Adam / AdamW update with ``grads`` (default: every parameter's ``.grad``)."""
         self.step_buf.add_(1)
-        torch._fused_adamw_(
+        self._kernel(
             self.params, [p.grad for p in self.params] if grads is None else grads,
             self.exp_avgs, self.exp_avg_sqs, [], self.steps, **self.kw,
         )
 
 
-__all__ = ["FusedAdamW", "optimizer_has_hooks"]
+__all__ = ["FusedAdam", "optimizer_has_hooks"]

@@ -79,7 +79,8 @@ def test_kernel_repeats_exactly(arch):
 import numpy as np  # noqa: E402
 
 from dino_rnn import steps  # noqa: E402
-from dino_rnn.numpy_nets import SGD, NumpyLSTM, NumpyRNN  # noqa: E402
+from dino_rnn import kernels  # noqa: E402
+from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, clip_grad_norm  # noqa: E402
 
 
 @pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
@@ -110,20 +111,67 @@ def test_numpy_net_kernel_refuses_tokens_outside_the_vocabulary(cls):
             step(np.asarray(x), np.asarray(y))
 
 
+OPTIMIZERS = {  # (make the optimizer, clip)
+    "sgd-clip": (lambda p: SGD(p, 0.05), 1.0),
+    "sgd": (lambda p: SGD(p, 0.05), None),
+    "adamw": (lambda p: AdamW(p, 4e-3, weight_decay=0.01), None),
+    "adam": (lambda p: AdamW(p, 4e-3, weight_decay=0.0), None),
+}
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS)
 @pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
-def test_numpy_step_compiled_or_not_trains_alike(cls):
-    """An epoch of 200 steps: the compiled and the NumPy step move the weights alike (float rounding)."""
+def test_numpy_step_compiled_or_not_trains_alike(cls, opt):
+    """An epoch of 200 steps: the compiled and the NumPy step (gradient, clipping, update) move
+    the weights alike (float rounding)."""
     rng = np.random.default_rng(1)
     pairs = [(rng.integers(0, 27, T), rng.integers(0, 27, T)) for T in rng.integers(1, 20, 200)]
+    make_opt, clip = OPTIMIZERS[opt]
     nets = []
     for compiled in (False, True):
         net = cls(27, 16, seed=0)
-        step = steps.numpy_step(net, SGD(net.params, 0.05), clip=1.0, compiled=compiled)
+        step = steps.numpy_step(net, make_opt(net.params), clip=clip, compiled=compiled)
+        assert (step._update is not None) == compiled
         losses = [step(x, y) for x, y in pairs]
         nets.append((net.flat.copy(), losses))
     (wa, la), (wb, lb) = nets
     np.testing.assert_allclose(lb, la, rtol=0, atol=1e-11)
     np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_compiled_adamw_update_is_the_numpy_update(weight_decay):
+    """Step for step the same operations in the same order: the same numbers, parameters and moments."""
+    rng = np.random.default_rng(3)
+    flat_ref = np.concatenate([rng.normal(size=35), np.zeros(3)])  # a weight and a bias
+    flat_fast = flat_ref.copy()
+    views = lambda flat: {"w": flat[:35], "b": flat[35:]}  # noqa: E731
+    a, b = AdamW(views(flat_ref), 1e-2, weight_decay=weight_decay), AdamW(views(flat_fast), 1e-2, weight_decay=weight_decay)
+    for k in range(5):
+        g = rng.normal(size=38) * 10.0 ** (k - 2)
+        a.step(views(g.copy()))
+        m, v = b.state_flat
+        kernels.adamw_update(flat_fast, g.copy(), m, v, b.lr, b.beta1, b.beta2, b.eps, b.weight_decay, *b.next_step())
+    np.testing.assert_array_max_ulp(flat_fast, flat_ref, maxulp=2)
+    for s_ref, s_fast in zip(a.state_flat, b.state_flat):
+        np.testing.assert_array_max_ulp(s_fast, s_ref, maxulp=2)
+    assert a.t == b.t == 5
+
+
+@pytest.mark.parametrize("max_norm", [0.0, 0.25, 100.0])
+def test_compiled_clip_and_sgd_update_is_the_numpy_code(max_norm):
+    rng = np.random.default_rng(4)
+    p, g = rng.normal(size=40), rng.normal(size=40)
+    p_ref, g_ref = p.copy(), g.copy()
+    grads = {"a": g_ref[:10], "b": g_ref[10:]}
+    norm_ref = clip_grad_norm(grads, max_norm) if max_norm else 0.0
+    SGD({"a": p_ref[:10], "b": p_ref[10:]}, 0.1).step(grads)
+    norm = kernels.clip_sgd_update(p, g, 0.1, max_norm)
+    assert norm == pytest.approx(norm_ref, rel=1e-14)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-14, atol=0)  # left clipped, as clip_grad_norm leaves it
+    np.testing.assert_allclose(p, p_ref, rtol=1e-14, atol=1e-16)
+    if max_norm == 0.25:
+        assert np.linalg.norm(g) == pytest.approx(0.25, rel=1e-12)
 
 
 # -- the aⁿbⁿ lab's PyTorch twin (nn.LSTM + a bias-free read-out, no dropout) ----------

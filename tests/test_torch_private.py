@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from dino_rnn.torch_private import FusedAdamW, optimizer_has_hooks
+from dino_rnn.torch_private import FusedAdam, optimizer_has_hooks
 
 V, H = 27, 16
 
@@ -36,7 +36,7 @@ def test_fused_adamw_step_is_adamw_step(dtype, lr, weight_decay):
     b = copy.deepcopy(a)
     oa = torch.optim.AdamW(a.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     ob = torch.optim.AdamW(b.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
-    fast = FusedAdamW.make(oa)
+    fast = FusedAdam.make(oa)
     assert fast is not None
     for k in range(6):
         _grads(a, k)
@@ -72,7 +72,7 @@ def test_fused_adamw_continues_a_started_optimizer():
         _grads(b, k)
         oa.step()
         ob.step()
-    fast = FusedAdamW.make(oa)
+    fast = FusedAdam.make(oa)
     for k in range(3, 6):
         _grads(a, k)
         _grads(b, k)
@@ -83,15 +83,43 @@ def test_fused_adamw_continues_a_started_optimizer():
 
 def test_fused_adamw_declines_what_is_not_the_fused_path():
     m = _model()
-    assert FusedAdamW.make(torch.optim.SGD(m.parameters(), lr=0.1)) is None
-    assert FusedAdamW.make(torch.optim.Adam(m.parameters(), lr=0.1, fused=True)) is None
-    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, foreach=True)) is None
-    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, amsgrad=True)) is None
-    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, maximize=True)) is None
-    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=torch.tensor(0.1), fused=True)) is None
+    assert FusedAdam.make(torch.optim.SGD(m.parameters(), lr=0.1)) is None
+    assert FusedAdam.make(torch.optim.Adam(m.parameters(), lr=0.1)) is None  # for-each, not fused
+    assert FusedAdam.make(torch.optim.RAdam(m.parameters(), lr=0.1)) is None
+    assert FusedAdam.make(torch.optim.AdamW(m.parameters(), lr=0.1, foreach=True)) is None
+    assert FusedAdam.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, amsgrad=True)) is None
+    assert FusedAdam.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True, maximize=True)) is None
+    assert FusedAdam.make(torch.optim.AdamW(m.parameters(), lr=torch.tensor(0.1), fused=True)) is None
     groups = [{"params": list(m[0].parameters())}, {"params": list(m[2].parameters()), "lr": 0.5}]
-    assert FusedAdamW.make(torch.optim.AdamW(groups, lr=0.1, fused=True)) is None
-    assert FusedAdamW.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True)) is not None
+    assert FusedAdam.make(torch.optim.AdamW(groups, lr=0.1, fused=True)) is None
+    assert FusedAdam.make(torch.optim.AdamW(m.parameters(), lr=0.1, fused=True)) is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.05])
+def test_fused_adam_step_is_adam_step(dtype, weight_decay):
+    """For Adam (L2 weight decay, not decoupled) it is Adam(fused=True).step() bit for bit, and
+    matches Adam's default for-each path to float rounding."""
+    a = _model().to(dtype)
+    b, c = copy.deepcopy(a), copy.deepcopy(a)
+    oa = torch.optim.Adam(a.parameters(), lr=3e-3, weight_decay=weight_decay, fused=True)
+    ob = torch.optim.Adam(b.parameters(), lr=3e-3, weight_decay=weight_decay, fused=True)
+    oc = torch.optim.Adam(c.parameters(), lr=3e-3, weight_decay=weight_decay)  # the default path
+    fast = FusedAdam.make(oa)
+    assert fast is not None
+    for k in range(6):
+        for m in (a, b, c):
+            _grads(m, k)
+        fast.step()
+        ob.step()
+        oc.step()
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+        torch.testing.assert_close(pa, pc, rtol=tol, atol=tol)
+    for k in ob.state_dict()["state"]:
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(oa.state_dict()["state"][k][key], ob.state_dict()["state"][k][key]), (k, key)
 
 
 @pytest.mark.parametrize("where", ["optimizer pre", "optimizer post", "global pre", "global post"])
@@ -113,11 +141,11 @@ def test_hooks_are_seen_where_the_public_api_registers_them(where):
     handle = register(hook)
     try:
         assert optimizer_has_hooks(opt)
-        assert FusedAdamW.make(opt) is None
+        assert FusedAdam.make(opt) is None
         _grads(m, 0)
         opt.step()
         assert calls == [1]  # the public step runs the hook
     finally:
         handle.remove()
     assert not optimizer_has_hooks(opt)
-    assert FusedAdamW.make(opt) is not None
+    assert FusedAdam.make(opt) is not None
