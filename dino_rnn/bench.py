@@ -22,8 +22,9 @@ between them and each reports its own peak memory (``ru_maxrss``). The two sides
 interleaved (ours, reference, ours, reference, ...) and repeated; medians are reported.
 ``--study`` (repeatable, ``--study 0-4`` for five seeds) also times ``dino-rnn study`` from
 the command to the finished report against the reference's 40 epochs of the four models.
-The report is printed; ``--out FILE`` also writes it atomically (the committed one is
-``results/benchmark.md``: ``dino-rnn bench --out results/benchmark.md`` refreshes it on purpose).
+The report is printed; ``--out FILE`` also writes it atomically, and its figures as JSON beside
+it (``FILE`` with the suffix ``.json``). The committed ones are ``results/benchmark.md`` and
+``.json``: ``dino-rnn bench --out results/benchmark.md`` refreshes them on purpose.
 """
 
 from __future__ import annotations
@@ -563,6 +564,13 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(rows, concurrent, wall, args, time.perf_counter() - t0, studies)
     if args.out:
         write_atomic(Path(args.out), report)
+        # The same figures for programs (the claims' verdicts read the published-style loop's epoch times).
+        write_atomic(Path(args.out).with_suffix(".json"), json.dumps({
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"), "load": [args.load_start, _load()],
+            "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 1),
+            "models": {a: {"reference": r["ref"], "ours": r["ours"], "pairs": r["pairs"]} for a, r in rows.items()},
+            "studies": studies,
+        }, indent=1, default=str) + "\n")
     print(report)
     return 0
 
