@@ -501,8 +501,11 @@ def test_the_tasks_html_reports_are_what_dino_rnn_report_writes(tmp_path, notebo
     a = pages["seed0/01_a.html"].decode()
     assert 'href="02_b.html"' in a and 'href="../comparison.html"' in a and "<math" in a
     assert 'href="02_b.code.html"' in pages["seed0/01_a.code.html"].decode()
+    executed = [f.read_text() for f in (out / "executed" / "seed0").glob("*.ipynb")]
+    assert len(executed) == 2
     for machine in (str(tmp_path), "staging-", "dino-rnn-task-", str(Path.home())):
         assert all(machine not in p.decode() for p in pages.values()), machine
+        assert all(machine not in text for text in executed), machine  # cleaned in the task
     # What build_site (dino-rnn report) makes from the executed notebooks in the results folder
     # (here, without its index page: these notebooks write no metrics).
     again = tmp_path / "again"
