@@ -39,8 +39,10 @@ from .files import write_text
 from .params import ParameterError
 from .report import (
     STUDY_JSON,
+    anbn_frame,
     comparison_frame,
     greedy_frame,
+    load_anbn,
     load_metrics,
     load_published,
     paired_differences,
@@ -50,6 +52,7 @@ from .report import (
     protocol_note,
     samples_frame,
     samples_table,
+    select_anbn,
     select_runs,
     summary_frame,
 )
@@ -160,14 +163,18 @@ def scrub_notebook(nb, subs: list[tuple[str, str]]):
     return nb
 
 
-def clean_executed(path, results_dir, staging=None, data=None) -> None:
-    """Rewrite an executed notebook without machine paths (the study does this for every one it runs)."""
+def clean_executed(path, results_dir, staging=None, data=None, subs=None) -> None:
+    """Rewrite an executed notebook without machine paths (the study does this for every one it runs).
+
+    ``subs``: the substitutions to use, if already made (a Dask task gets the client's, whose
+    folders its own machine may not have), else :func:`path_substitutions` of the others.
+    """
     import nbformat
 
     from .files import atomic_path
 
     nb = nbformat.read(str(path), as_version=4)
-    scrub_notebook(nb, path_substitutions(results_dir, staging, data))
+    scrub_notebook(nb, [tuple(kv) for kv in subs] if subs is not None else path_substitutions(results_dir, staging, data))
     with atomic_path(path) as tmp:
         nbformat.write(nb, str(tmp))
 
@@ -445,7 +452,6 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     import jinja2
 
     from .lab import ANBN_LABELS, plot_anbn
-    from .report import anbn_frame, load_anbn, select_anbn
 
     shown = Path(results_dir)
     results_dir = Path(source) if source is not None else shown
@@ -606,27 +612,62 @@ def _is_reference(results_dir) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None) -> list[str]:
+def report_substitutions(results_dir, staging=None, data=()) -> list[tuple[str, str]]:
+    """The machine paths a study's reports hide: :func:`path_substitutions` with the names files
+    ``data`` (the study's, ``DINO_RNN_DATA``'s) — what :func:`build_site` uses."""
+    data = list(data) + [os.environ.get("DINO_RNN_DATA")]
+    return path_substitutions(results_dir, staging, [d for d in data if d])
+
+
+def report_key(e: Executed, available: list[Executed], subs) -> dict:
+    """Everything besides the executed notebook that :func:`export_notebook` makes ``e``'s reports from.
+
+    A Dask task that exports its notebook's reports returns this with them; :func:`build_site`
+    keeps them only if its own key for that notebook is the same (else it exports again).
+    """
+    return {
+        "title": notebook_title(e.path) + (f" (seed {e.seed})" if e.seed is not None else ""),
+        "index": ("../" if e.seed is not None else "") + INDEX,
+        "links": {learner: _links(e, available, learner) for learner in (False, True)},
+        "subs": [list(kv) for kv in subs],
+    }
+
+
+def export_report(e: Executed, dest: Path, key: dict) -> list[Path]:
+    """``e``'s two reports into ``dest`` (the ``html/`` folder), made from ``key`` (:func:`report_key`)."""
+    return export_notebook(e.path, dest / e.html_dir.rstrip("/") if e.seed is not None else dest, e.stem,
+                           key["links"], key["index"], [tuple(kv) for kv in key["subs"]], key["title"])
+
+
+def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None,
+               prebuilt: dict | None = None) -> list[str]:
     """Write ``html/`` for ``results_dir`` into ``dest`` (default ``results_dir/html``).
 
     ``staging``: the folder the notebooks ran in, if not ``results_dir`` (its path is shown as
-    the results folder). Returns the files written, relative to ``dest``.
+    the results folder). ``prebuilt``: ``{(notebook, seed): key}`` of reports already in ``dest``
+    (a study's tasks export their own notebooks' reports), each made from ``key``
+    (:func:`report_key`); a report whose key is not what this build would use is made again.
+    Returns the files written, relative to ``dest``.
     """
     results_dir = Path(results_dir)
     dest = Path(dest) if dest is not None else results_dir / HTML
     reports = executed_notebooks(staging if staging is not None else results_dir)
     source = staging if staging is not None else results_dir
-    data = [(read_study(source).get("parameters") or {}).get("data"), os.environ.get("DINO_RNN_DATA")]
+    data = [(read_study(source).get("parameters") or {}).get("data")]
     data += [m.get("data", {}).get("path") for m in load_metrics(source)]
-    subs = path_substitutions(results_dir, staging, [d for d in data if d])
+    subs = report_substitutions(results_dir, staging, data)
     written: list[Path] = []
     for e in reports:
-        title = notebook_title(e.path) + (f" (seed {e.seed})" if e.seed is not None else "")
-        index = ("../" if e.seed is not None else "") + INDEX
-        links = {learner: _links(e, reports, learner) for learner in (False, True)}
         try:
-            written += export_notebook(e.path, dest / e.html_dir.rstrip("/") if e.seed is not None else dest,
-                                       e.stem, links, index, subs, title)
+            key = report_key(e, reports, subs)
+            done = (prebuilt or {}).get((e.notebook, e.seed))
+            if done is not None and _same_key(done, key):
+                html_dir = dest / e.html_dir.rstrip("/") if e.seed is not None else dest
+                files = [html_dir / reader_name(e.stem), html_dir / learner_name(e.stem)]
+                if all(f.is_file() for f in files):
+                    written += files
+                    continue
+            written += export_report(e, dest, key)
         except Exception as err:  # one unreadable notebook does not cost the others their reports
             if log:
                 log(f"  HTML of {e.notebook}{f' seed {e.seed}' if e.seed is not None else ''} failed: {err}")
@@ -634,6 +675,13 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
     page = scrub(page, subs)
     written.append(write_text(dest / INDEX, page))
     return sorted(p.relative_to(dest).as_posix() for p in written)
+
+
+def _same_key(a: dict, b: dict) -> bool:
+    """Two :func:`report_key` values, once through pickling/JSON (tuples as lists, keys as given)."""
+    norm = lambda k: json.dumps({**k, "links": {str(bool(x)): v for x, v in k["links"].items()},  # noqa: E731
+                                 "subs": [list(kv) for kv in k["subs"]]}, sort_keys=True)
+    return norm(a) == norm(b)
 
 
 def rebuild(results, *, command: str = "dino-rnn report", log=print) -> Path:

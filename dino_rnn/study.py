@@ -37,7 +37,7 @@ from .executor import Executor, TaskFailed
 from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
-from .site import HTML, INDEX, build_site, versions
+from .site import HTML, INDEX, build_site, path_substitutions, versions
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
@@ -199,6 +199,8 @@ def notebook_task(task: dict) -> dict:
                 files[f.relative_to(results).as_posix()] = f
         for rel, f in files.items():
             out["files"][rel] = _shown_as_client(f, subs) if f.suffix in _TEXT else f.read_bytes()
+        if task.get("report") and task["output"] in out["files"]:
+            _report_here(task, out, tmp)
     except Exception as e:  # the names file, the temporary folder, ...: the notebook's failure, not the study's
         out["status"] = "failed"
         out["message"] = (out["message"] + "; " if out["message"] else "") + f"{type(e).__name__}: {e}".splitlines()[0]
@@ -211,6 +213,34 @@ def notebook_task(task: dict) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _report_here(task: dict, out: dict, tmp: Path) -> None:
+    """The executed notebook cleaned (as the client would) and its two HTML reports, into ``out``.
+
+    ``task["report"]``: the client's substitutions for the executed notebook (``clean``) and the
+    :func:`dino_rnn.site.report_key` its reports are made from (``key``), with where they go
+    (``html``: their folder below the staging folder). On any error the task returns the
+    executed notebook as it is, and the client does the rest.
+    """
+    from .site import Executed, clean_executed, export_report, notebook_title
+
+    try:
+        executed = tmp / "report" / task["output"]
+        executed.parent.mkdir(parents=True)
+        executed.write_bytes(out["files"][task["output"]])
+        clean_executed(executed, None, subs=task["report"]["clean"])
+        cleaned = executed.read_bytes()
+        key = dict(task["report"]["key"])
+        key["title"] = notebook_title(executed) + f" (seed {task['seed']})"
+        e = Executed(task["notebook"], task["seed"], executed)
+        written = export_report(e, tmp / "report" / "html", key)
+        html = {f"{task['report']['html']}/{p.name}": p.read_bytes() for p in written}
+    except Exception:  # the client cleans it and build_site exports it, as if no task had tried
+        return
+    out["files"][task["output"]] = cleaned
+    out["files"].update(html)
+    out["cleaned"], out["report"] = True, key
 
 
 def _shown_as_client(f: Path, subs: list[tuple[str, str]]) -> bytes:
@@ -360,8 +390,19 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     data_path = resolve_data_path(result.parameters["data"])
     paths = (str(folder.path), str(staging), [str(data_path)])
     data, data_sha256 = data_path.read_bytes(), sha256_of(data_path)
+    # Each task exports its own notebook's HTML reports, as build_site would from the cleaned
+    # executed notebook (build_site checks the key and keeps them), in parallel with the others.
+    from .site import Executed, report_key, report_substitutions
+
+    clean_subs = path_substitutions(*paths)
+    report_subs = report_substitutions(folder.path, staging, [result.parameters["data"], str(data_path)])
+    expected = [Executed(COMPARISON, None, staging / "executed" / COMPARISON)]
+    expected += [Executed(j.notebook, j.seed, Path(j.output)) for j in result.jobs]
     tasks = []
-    for j in result.jobs:
+    for j, e in zip(result.jobs, expected[1:]):
+        key = report_key(e, expected, report_subs)
+        key["title"] = ""  # the task's, from its executed notebook
+        report = {"clean": [list(kv) for kv in clean_subs], "key": key, "html": f"{HTML}/{e.html_dir.rstrip('/')}"}
         params = {k: v for k, v in j.parameters.items() if k not in ("RESULTS_DIR", "DATA")}
         tasks.append({
             "notebook": j.notebook, "seed": j.seed, "source": (NOTEBOOK_DIR / j.notebook).read_text(encoding="utf-8"),
@@ -370,6 +411,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             "data_name": data_path.name, "cell_timeout": cell_timeout,
             "output": Path(j.output).relative_to(staging).as_posix(),
             "paths": {"staging": str(staging), "data": str(data_path), "notebooks": str(NOTEBOOK_DIR)},
+            "report": report,
         })
     for j in result.jobs:
         Path(j.output).parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +420,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         priorities[i] = len(order) - rank
     # One bar for the whole study (on a terminal only: in a log it would be noise), and
     # one line above it per finished notebook; quiet: neither.
+    prebuilt: dict = {}
     bar = tqdm(total=len(tasks), desc="study", unit="notebook", mininterval=1.0,
                disable=True if quiet else None, file=sys.stderr)
     for i, out in ex.run(notebook_task, tasks, retries=0, priorities=priorities):
@@ -388,7 +431,9 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             job.status, job.message, job.seconds = out["status"], out["message"], out["seconds"]
             try:
                 write_returned(staging, out["files"])
-                if Path(job.output).exists():
+                if out.get("report"):
+                    prebuilt[(job.notebook, job.seed)] = out["report"]
+                if Path(job.output).exists() and not out.get("cleaned"):
                     from .site import clean_executed
 
                     clean_executed(job.output, *paths)
@@ -431,7 +476,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # Last, from everything above: html/index.html and every notebook's two reports.
     try:
         build_site(folder.path, staging / HTML, staging=staging, generator="dino-rnn study",
-                   log=(lambda line: None) if quiet else log)
+                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt)
     except Exception as e:
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]

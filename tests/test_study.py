@@ -462,3 +462,65 @@ def test_a_killed_studys_workers_and_kernels_die_with_it(tmp_path, notebook_dir)
     while (alive(worker) or alive(kernel)) and time.time() < deadline:
         time.sleep(0.2)
     assert not alive(worker) and not alive(kernel)
+
+
+def _linking_notebook(title, *sources):
+    nb = notebook(*sources, params="EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\nDATA = None\n")
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"# {title}\n\nSee [the other](02_b.ipynb) and [the comparison](comparison.ipynb); $x^2$."))
+    return nb
+
+
+def _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_comparison):
+    """Two notebooks that print machine paths and link each other (and the comparison); returns
+    (results folder, the notebooks the client exported itself)."""
+    from dino_rnn import site
+
+    nbformat.write(_linking_notebook("A", "import os; print(RESULTS_DIR, DATA, os.getcwd())"), notebook_dir / "01_a.ipynb")
+    nbformat.write(_linking_notebook("B", "print(RESULTS_DIR)"), notebook_dir / "02_b.ipynb")
+    if with_comparison:  # (its tables need real metrics: not written here)
+        nbformat.write(_linking_notebook("Comparison", "print(RESULTS_DIR)"), notebook_dir / "comparison.ipynb")
+        monkeypatch.setattr(S, "write_comparison", lambda *a, **k: None)
+    exported = []
+    real = site.export_notebook
+    monkeypatch.setattr(site, "export_notebook", lambda executed, *a, **k: exported.append(Path(executed).name) or real(executed, *a, **k))
+    out = tmp_path / "results"
+    S.run_study(out, epochs=1, jobs=2, quiet=True)
+    return out, exported
+
+
+def test_the_tasks_html_reports_are_what_dino_rnn_report_writes(tmp_path, notebook_dir, monkeypatch):
+    """Each task exports its notebook's two reports; the client keeps them (it exports only the
+    comparison's), and they are byte for byte what build_site makes from the executed notebook."""
+    from dino_rnn import site
+
+    out, exported = _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_comparison=True)
+    assert exported == ["comparison.ipynb"]  # the model notebooks' reports came from their tasks
+    pages = {f"seed0/{s}{x}": (out / "html" / "seed0" / f"{s}{x}").read_bytes()
+             for s in ("01_a", "02_b") for x in (".html", ".code.html")}
+    a = pages["seed0/01_a.html"].decode()
+    assert 'href="02_b.html"' in a and 'href="../comparison.html"' in a and "<math" in a
+    assert 'href="02_b.code.html"' in pages["seed0/01_a.code.html"].decode()
+    executed = [f.read_text() for f in (out / "executed" / "seed0").glob("*.ipynb")]
+    assert len(executed) == 2
+    for machine in (str(tmp_path), "staging-", "dino-rnn-task-", str(Path.home())):
+        assert all(machine not in p.decode() for p in pages.values()), machine
+        assert all(machine not in text for text in executed), machine  # cleaned in the task
+    # What build_site (dino-rnn report) makes from the executed notebooks in the results folder
+    # (here, without its index page: these notebooks write no metrics).
+    again = tmp_path / "again"
+    reports = site.executed_notebooks(out)
+    assert [e.notebook for e in reports] == ["comparison.ipynb", "01_a.ipynb", "02_b.ipynb"]
+    for e in reports:
+        site.export_report(e, again, site.report_key(e, reports, site.report_substitutions(out)))
+    for rel, body in pages.items():
+        assert (again / rel).read_bytes() == body, rel
+
+
+def test_a_tasks_reports_made_for_another_folder_are_made_again(tmp_path, notebook_dir, monkeypatch):
+    """No comparison notebook ran: the tasks' reports link to a comparison report that is not
+    there, so build_site makes them again, without that link."""
+    out, exported = _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_comparison=False)
+    assert sorted(exported) == ["01_a.ipynb", "02_b.ipynb"]
+    a = (out / "html" / "seed0" / "01_a.html").read_text()
+    assert 'href="02_b.html"' in a and "comparison.html" not in a
