@@ -72,7 +72,32 @@ def test_notebook_outputs_are_stripped_by_a_git_filter():
     assert re.search(r"^\*\.ipynb\s.*filter=nbstripout", attributes, re.M)
     assert "nbstripout" in committed("pyproject.toml")
     readme = committed("README.md")
-    assert f"nbstripout --install && git config filter.nbstripout.extrakeys {EXTRA_KEYS}" in readme
+    assert f"nbstripout --install --attributes .gitattributes && git config filter.nbstripout.extrakeys {EXTRA_KEYS}" in readme
+
+
+def test_the_readme_filter_setup_keeps_a_fresh_clone_clean(tmp_path):
+    """The README's nbstripout steps, run in a fresh clone, leave `git status` empty.
+
+    Every notebook is touched first, so that git runs the filter on it (it skips files whose
+    timestamps it trusts). Without `--attributes .gitattributes`, nbstripout writes its own
+    `*.ipynb filter=nbstripout` into .git/info/attributes, which outranks .gitattributes'
+    exception for the reference's executed notebooks, and git shows them all modified.
+    """
+    import os
+    import subprocess
+    import sys
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    readme = committed("README.md")
+    m = re.search(r"nbstripout (--install[^&]*?)\s*&& (git config filter\.nbstripout\.extrakeys \S+)", readme)
+    assert m, "README.md must give the nbstripout set-up"
+    subprocess.run([sys.executable, "-m", "nbstripout", *m[1].split()], cwd=clone, check=True)
+    subprocess.run(m[2].split(), cwd=clone, check=True)
+    for nb in clone.rglob("*.ipynb"):
+        os.utime(nb, (nb.stat().st_atime + 5, nb.stat().st_mtime + 5))
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == ""
 
 
 # What the README's Jupyter command configures the filter to strip besides outputs: JupyterLab
@@ -107,10 +132,15 @@ def test_runs_write_only_ignored_folders():
     probe = ["results/study/comparison.md", "results/notebooks/metrics/lstm-seed0.json",
              "results/.study.dino-rnn/lock", "results/reference/html/comparison.html",
              "results/reference/html/index.html", "results/reference/executed/seed1/03_lstm.ipynb",
-             "results/reference/checkpoints/lstm-seed0.pt", "results/.reference.dino-rnn/lock"]
+             "results/reference/checkpoints/lstm-seed0.pt", "results/.reference.dino-rnn/lock",
+             "results/claims/points/lstm-L2-H64-lr0.0004-e40-nall/checkpoints/lstm-seed0.pt",
+             "results/claims/points/lstm-L2-H64-lr0.0004-e40-nall/plots/lstm-seed0.png", "results/.claims.dino-rnn/lock"]
     p = subprocess.run(["git", "check-ignore", "--no-index", *probe], cwd=ROOT, capture_output=True, text=True)
     assert sorted(p.stdout.split()) == sorted(probe)
     tracked = ["results/reference/comparison.md", "results/reference/.dino-rnn.json", "results/report.png",
+               "results/claims/claims.md", "results/claims/sweep.md", "results/claims/.dino-rnn.json",
+               "results/claims/points/lstm-L2-H64-lr0.0004-e40-nall/metrics/lstm-seed0.json",
+               "results/benchmark.md", "results/benchmark.json",
                "results/reference/executed/seed0/03_lstm.ipynb", "results/reference/executed/comparison.ipynb"]
     p = subprocess.run(["git", "check-ignore", "--no-index", *tracked], cwd=ROOT, capture_output=True, text=True)
     assert p.stdout == ""
@@ -136,6 +166,16 @@ def test_readme_table_is_the_generated_one():
     generated = committed("results/reference/comparison.md")
     table = _table(generated)
     assert len(table) == 2 + 6  # header, rule, six models
+    assert _table(block[1]) == table
+
+
+def test_readme_claims_table_is_the_generated_one():
+    """The README's verdicts are the ones the claims sweep computed (results/claims/claims.md)."""
+    readme = committed("README.md")
+    block = re.search(r"<!-- claims:start -->(.*?)<!-- claims:end -->", readme, re.S)
+    assert block, "README.md must show the claims table between its markers"
+    table = _table(committed("results/claims/claims.md"))
+    assert len(table) == 2 + 5  # header, rule, five claims
     assert _table(block[1]) == table
 
 
