@@ -640,20 +640,21 @@ def export_report(e: Executed, dest: Path, key: dict) -> list[Path]:
 
 
 def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None,
-               prebuilt: dict | None = None) -> list[str]:
+               prebuilt: dict | None = None, data=()) -> list[str]:
     """Write ``html/`` for ``results_dir`` into ``dest`` (default ``results_dir/html``).
 
     ``staging``: the folder the notebooks ran in, if not ``results_dir`` (its path is shown as
     the results folder). ``prebuilt``: ``{(notebook, seed): key}`` of reports already in ``dest``
     (a study's tasks export their own notebooks' reports), each made from ``key``
     (:func:`report_key`); a report whose key is not what this build would use is made again.
-    Returns the files written, relative to ``dest``.
+    ``data``: names files the run read (their paths are hidden like the others), besides those its
+    ``study.json`` and metrics name. Returns the files written, relative to ``dest``.
     """
     results_dir = Path(results_dir)
     dest = Path(dest) if dest is not None else results_dir / HTML
     reports = executed_notebooks(staging if staging is not None else results_dir)
     source = staging if staging is not None else results_dir
-    data = [(read_study(source).get("parameters") or {}).get("data")]
+    data = [(read_study(source).get("parameters") or {}).get("data"), *data]
     data += [m.get("data", {}).get("path") for m in load_metrics(source)]
     subs = report_substitutions(results_dir, staging, data)
     written: list[Path] = []

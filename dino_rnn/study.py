@@ -476,7 +476,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # Last, from everything above: html/index.html and every notebook's two reports.
     try:
         build_site(folder.path, staging / HTML, staging=staging, generator="dino-rnn study",
-                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt)
+                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt, data=[str(data_path)])
     except Exception as e:
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]
