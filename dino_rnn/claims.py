@@ -99,7 +99,8 @@ def claim_multilayer(metrics) -> dict:
     if missing:
         verdict = "not measured (" + ", ".join(missing) + " missing)"
     elif gains:
-        verdict = "does not hold: " + ", ".join(gains) + " reach(es) a lower test loss than one layer"
+        verdict = ("does not hold: " + " and ".join(gains) + (" reaches" if len(gains) == 1 else " reach")
+                   + " a lower test loss than one layer (95% interval below zero)")
     else:
         verdict = "holds: no deeper model reaches a lower test loss than one layer"
     return {"claim": '1. "Using multi-layer architectures seems futile"', "measured": "<br>".join(rows),
@@ -122,7 +123,7 @@ def claim_gru_lstm(metrics, benchmark: dict | None) -> dict:
         measured += f", {ref[0]:.2f} / {ref[1]:.2f} (published-style loop)"
         faster.append(ref[0] < ref[1])
     par = "at par (the interval holds zero)" if at_par else (
-        "not at par: GRU lower" if _lower(r) else "not at par: LSTM lower")
+        "not at par: the GRU's loss is lower" if _lower(r) else "not at par: the LSTM's loss is lower")
     eff = ("faster in every loop measured" if all(faster) else
            "slower in every loop measured" if not any(faster) else
            "faster in ours, slower in the published-style loop" if faster[0] else
@@ -152,7 +153,9 @@ def claim_rnn_speed(metrics, benchmark: dict | None) -> dict:
     elif any(x >= 4 for x in ratios):
         verdict = "holds in part: in one loop only"
     else:
-        verdict = f"does not hold: nn.RNN is {min(ratios):.1f}× to {max(ratios):.1f}× faster, not 4×"
+        span = f"{min(ratios):.1f}×" if f"{min(ratios):.1f}" == f"{max(ratios):.1f}" else \
+            f"{min(ratios):.1f}× to {max(ratios):.1f}×"
+        verdict = f"does not hold: nn.RNN is {span} faster, not 4×"
     return {"claim": '3. nn.RNN "at least 4 times faster" than the from-scratch cell',
             "measured": "from scratch / nn.RNN: " + "; ".join(parts) if parts else "—", "verdict": verdict}
 
