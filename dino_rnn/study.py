@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from unittest.mock import patch
 
 from tqdm import tqdm
 
@@ -167,7 +168,6 @@ def notebook_task(task: dict) -> dict:
     t0 = time.perf_counter()
     out = {"status": "failed", "message": "", "seconds": 0.0, "files": {}}
     tmp = Path(os.path.realpath(tempfile.mkdtemp(prefix="dino-rnn-task-")))
-    saved = {k: os.environ.get(k) for k in KERNEL_ENV}
     try:
         results = tmp / "results"
         results.mkdir()
@@ -189,9 +189,9 @@ def notebook_task(task: dict) -> dict:
         notebook = tmp / task["notebook"]
         notebook.write_text(task["source"], encoding="utf-8")
         executed = tmp / "executed.ipynb"
-        os.environ.update(KERNEL_ENV)
-        job = _execute(Job(task["notebook"], task.get("seed", -1), params, str(executed)), str(tmp),
-                       task["cell_timeout"])
+        with patch.dict(os.environ, KERNEL_ENV):  # the kernel's environment, restored after
+            job = _execute(Job(task["notebook"], task.get("seed", -1), params, str(executed)), str(tmp),
+                           task["cell_timeout"])
         out["status"], out["message"] = job.status, job.message
         files = {task["output"]: executed} if executed.exists() else {}
         for f in sorted(results.rglob("*")):
@@ -205,11 +205,6 @@ def notebook_task(task: dict) -> dict:
         out["status"] = "failed"
         out["message"] = (out["message"] + "; " if out["message"] else "") + f"{type(e).__name__}: {e}".splitlines()[0]
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         shutil.rmtree(tmp, ignore_errors=True)
     out["seconds"] = time.perf_counter() - t0
     return out
@@ -456,16 +451,8 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         write_comparison(staging, reference=reference)
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
         comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
-        saved = {k: os.environ.get(k) for k in KERNEL_ENV}
-        os.environ.update(KERNEL_ENV)
-        try:
+        with patch.dict(os.environ, KERNEL_ENV):
             comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
         if comp.status != "ok":
             result.report_error = f"{COMPARISON}: {comp.message}"
     except Exception as e:
