@@ -294,10 +294,16 @@ def test_terminated_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
     assert beside(out) == [R.LOCK]
 
 
-def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
+def _order_logging_notebooks(tmp_path, notebook_dir):
+    """Three notebooks that append their name to a log when they run; returns the log's path."""
     order = tmp_path / "order.txt"
     for name in ("01_a", "02_b", "03_c"):
         nbformat.write(notebook(f"open({str(order)!r}, 'a').write('{name} ')"), notebook_dir / f"{name}.ipynb")
+    return order
+
+
+def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
+    order = _order_logging_notebooks(tmp_path, notebook_dir)
     out = tmp_path / "results"
     out.mkdir()
     (out / "study.json").write_text(json.dumps({"jobs": [
@@ -321,9 +327,7 @@ def test_without_a_previous_run_the_reference_orders_the_jobs_and_new_notebooks_
     jobs = [S.Job(nb, 0, {}, "", "") for nb in ("01_a.ipynb", "05_new.ipynb", "02_b.ipynb")]
     assert S.longest_first(jobs, {"01_a.ipynb": 5.0, "02_b.ipynb": 9.0}) == [1, 2, 0]
     assert S.longest_first(jobs, {}) == [0, 1, 2]  # nothing known: the notebooks' own order
-    order = tmp_path / "order.txt"
-    for name in ("01_a", "02_b", "03_c"):
-        nbformat.write(notebook(f"open({str(order)!r}, 'a').write('{name} ')"), notebook_dir / f"{name}.ipynb")
+    order = _order_logging_notebooks(tmp_path, notebook_dir)
     reference = tmp_path / "reference"
     reference.mkdir()
     (reference / "study.json").write_text(json.dumps({"jobs": [
