@@ -125,6 +125,13 @@ class Executor:
         except Exception:
             return 0
 
+    def everywhere(self, fn: Callable, *args) -> None:
+        """``fn(*args)`` once in every worker process (best effort: a worker that fails is skipped)."""
+        try:
+            self.client.run(fn, *args)
+        except Exception:
+            pass
+
     def run(self, fn: Callable[[Any], Any], items: Sequence[Any], retries: int = 2,
             priorities: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
         """``fn(item)`` for every item, as tasks; yields ``(index, result or TaskFailed)`` as they finish.

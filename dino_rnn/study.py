@@ -24,7 +24,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
+import uuid
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +42,7 @@ from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 from .site import HTML, INDEX, build_site, path_substitutions, versions
+from .warmkernels import KernelPool, close_pool, import_in_background
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
@@ -101,18 +105,23 @@ def declared_parameters(path: Path) -> set[str]:
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
-def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = ()) -> Job:
+def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = (),
+             kernels: KernelPool | None = None) -> Job:
     """Run one notebook here (a task's, or the comparison); never raises: the job records what happened.
 
     ``paths``: (results folder, staging folder, names file) — the executed notebook is
     rewritten to show the results folder, not the staging folder it ran in (see
-    :func:`dino_rnn.site.clean_executed`).
+    :func:`dino_rnn.site.clean_executed`). ``kernels``: run it in a warm kernel of this pool
+    (:mod:`dino_rnn.warmkernels`), reset for it; None: in a fresh kernel of its own.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     t0 = time.perf_counter()
+    warm, reusable = None, False
     try:
+        if kernels is not None:
+            warm = kernels.acquire(cwd)
         papermill.execute_notebook(
             str(Path(cwd) / job.notebook),
             job.output,
@@ -123,12 +132,16 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
             log_output=False,
             execution_timeout=cell_timeout,
             extra_arguments=KERNEL_ARGUMENTS,
+            **({"km": warm.km} if warm is not None else {}),  # nbclient connects a client of its own
         )
-        job.status = "ok"
-    except PapermillExecutionError as e:
-        job.status, job.message = "failed", f"{e.ename}: {e.evalue}".strip()
-    except Exception as e:  # kernel died, notebook unreadable, ...
+        job.status, reusable = "ok", True
+    except PapermillExecutionError as e:  # a cell raised: the kernel itself is fine
+        job.status, job.message, reusable = "failed", f"{e.ename}: {e.evalue}".strip(), True
+    except Exception as e:  # kernel died, cell timed out, notebook unreadable, ...
         job.status, job.message = "failed", f"{type(e).__name__}: {e}".splitlines()[0]
+    finally:
+        if warm is not None:
+            kernels.release(warm, reusable)
     job.seconds = time.perf_counter() - t0
     if paths and Path(job.output).exists():
         from .site import clean_executed
@@ -144,6 +157,16 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
 # too small to share, and the cluster's workers are the parallelism), matplotlib without a
 # display, and tqdm's text bar (the widget needs a script from the network).
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "DINO_RNN_PROGRESS": "text"}
+# What the comparison notebook imports, loaded into its kernel while the workers train.
+COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report"
+# What the model notebooks import (and the optimizer's first construction pulls in: torch._dynamo),
+# loaded into each worker's first kernel while the study gets ready.
+NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, dino_rnn.experiment, dino_rnn.lab, "
+                    "dino_rnn.numpy_nets, dino_rnn.steps")
+# What a worker process needs to run a notebook (papermill's import takes seconds: nbformat's
+# schema validation builds grammars), and the main process for the report.
+WORKER_MODULES = ("papermill", "dino_rnn.site")
+REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot", "dino_rnn.lab")
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
@@ -191,7 +214,7 @@ def notebook_task(task: dict) -> dict:
         executed = tmp / "executed.ipynb"
         with patch.dict(os.environ, KERNEL_ENV):  # the kernel's environment, restored after
             job = _execute(Job(task["notebook"], task.get("seed", -1), params, str(executed)), str(tmp),
-                           task["cell_timeout"])
+                           task["cell_timeout"], kernels=_task_kernels(task))
         out["status"], out["message"] = job.status, job.message
         files = {task["output"]: executed} if executed.exists() else {}
         for f in sorted(results.rglob("*")):
@@ -208,6 +231,29 @@ def notebook_task(task: dict) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def prepare_worker(kernels_key: str | None) -> None:
+    """On each worker, as the study starts (returns at once): import what a task needs and, with
+    warm kernels, start this worker's first kernel with the notebooks' imports loaded."""
+    import tempfile
+
+    from . import warmkernels
+
+    warmkernels.import_in_background(*WORKER_MODULES)
+    if kernels_key:
+        warmkernels.pool(kernels_key, {**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS).prestart(
+            tempfile.gettempdir(), NOTEBOOK_IMPORTS)
+
+
+def _task_kernels(task: dict) -> KernelPool | None:
+    """This worker's warm kernels for the task's study (``task["kernels"]``: its key), or None
+    (``--fresh-kernels``: a kernel per notebook)."""
+    if not task.get("kernels"):
+        return None
+    from . import warmkernels
+
+    return warmkernels.pool(task["kernels"], {**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS)
 
 
 def _report_here(task: dict, out: dict, tmp: Path) -> None:
@@ -311,11 +357,14 @@ def run_study(
     command: str = "dino-rnn study",
     log=print,
     quiet: bool = False,
+    fresh_kernels: bool = False,
 ) -> StudyResult:
     """Run every notebook for every seed, then write the comparison. See the module docstring.
 
     ``out``: the results folder (default ``results/study``); ``reference=True`` writes the
-    committed reference (``results/reference``) instead.
+    committed reference (``results/reference``) instead. ``fresh_kernels``: every notebook in a
+    kernel of its own (default: each worker reuses its kernels, reset between notebooks;
+    :mod:`dino_rnn.warmkernels`).
     """
     folder, epochs, seeds, max_names, data, jobs, cell_timeout, report = check_inputs(
         out, epochs, seeds, max_names, data, jobs, reference, cell_timeout)
@@ -327,14 +376,18 @@ def run_study(
     with folder.lock(command):
         folder.recover()  # what killed runs left beside the folder
         folder.check_owned()  # before any work: never replace files a study did not write
+        # The comparison notebook runs here, last, in a kernel started (and its imports loaded)
+        # while the last notebooks run (None: a fresh kernel for it too).
+        comparison_kernel = None if fresh_kernels else KernelPool({**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS)
         # The cluster before any work: a --scheduler that does not answer is refused here.
-        with Executor(scheduler, None if scheduler else jobs, log=log) as ex:
+        with comparison_kernel or nullcontext(), Executor(scheduler, None if scheduler else jobs, log=log) as ex:
             staging = folder.new_staging()
             result = StudyResult(out=str(folder.path), parameters={
                 "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg,
-                "jobs": ex.n_workers if scheduler else jobs})
+                "jobs": ex.n_workers if scheduler else jobs, "kernels": "fresh" if fresh_kernels else "warm"})
             try:
-                _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log, quiet, ex)
+                _run(result, staging, folder, extra, cell_timeout, None if reference else REFERENCE, log, quiet, ex,
+                     comparison_kernel)
                 folder.promote(staging)
             except BaseException:
                 folder.abandon(staging)
@@ -350,11 +403,17 @@ def _now() -> str:
 
 
 def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_timeout, reference, log,
-         quiet: bool = False, ex: Executor | None = None) -> None:
-    """The notebooks into ``staging``, then the report; ``result`` records what happened."""
+         quiet: bool = False, ex: Executor | None = None, comparison_kernel: KernelPool | None = None) -> None:
+    """The notebooks into ``staging``, then the report; ``result`` records what happened.
+
+    ``comparison_kernel``: the kernels the comparison notebook runs in (None: a fresh one)."""
     t0 = time.perf_counter()
     result.started = _now()
     seeds, jobs = result.parameters["seeds"], result.parameters["jobs"]
+    # The key of this run's warm kernels on every worker (None: a fresh kernel per notebook).
+    kernels_key = None if result.parameters.get("kernels") == "fresh" else f"study-{os.getpid()}-{uuid.uuid4().hex}"
+    ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
+    import_in_background("papermill", *REPORT_MODULES)  # for the parameters below, the comparison, the report
     notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
     for seed in seeds:
         for nb, declared in notebooks.items():
@@ -406,7 +465,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             "data_name": data_path.name, "cell_timeout": cell_timeout,
             "output": Path(j.output).relative_to(staging).as_posix(),
             "paths": {"staging": str(staging), "data": str(data_path), "notebooks": str(NOTEBOOK_DIR)},
-            "report": report,
+            "report": report, "kernels": kernels_key,
         })
     for j in result.jobs:
         Path(j.output).parent.mkdir(parents=True, exist_ok=True)
@@ -418,8 +477,13 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     prebuilt: dict = {}
     bar = tqdm(total=len(tasks), desc="study", unit="notebook", mininterval=1.0,
                disable=True if quiet else None, file=sys.stderr)
+    n_workers, finished = max(1, ex.n_workers or jobs or 1), 0
     for i, out in ex.run(notebook_task, tasks, retries=0, priorities=priorities):
         job = result.jobs[i]
+        finished += 1
+        if comparison_kernel is not None and len(tasks) - finished == min(n_workers, len(tasks)) - 1:
+            # A worker has nothing left to run, so a core is free: the comparison's kernel starts.
+            comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
         if isinstance(out, TaskFailed):  # its workers kept dying under it
             job.status, job.message = "failed", out.error
         else:
@@ -441,6 +505,10 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
                       f"{': ' + job.message if job.message else ''}", file=sys.stdout)
     bar.close()
+    closing = None
+    if kernels_key:  # the workers' warm kernels of this run, shut down while the report is made
+        closing = threading.Thread(target=ex.everywhere, args=(close_pool, kernels_key), daemon=True)
+        closing.start()
     result.seconds = time.perf_counter() - t0
     result.diverged = diverged_runs(staging)
     runs, _ = select_runs(load_metrics(staging))
@@ -448,13 +516,15 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         result.reference = reference_summary(reference_check(runs, load_metrics(reference)))
     write_json(staging / STUDY_JSON, _summary(result))
     try:
-        write_comparison(staging, reference=reference)
+        # The comparison notebook writes the comparison (write_comparison, as below); if it
+        # fails, the study writes it itself, so the results folder has it either way.
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
         comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
         with patch.dict(os.environ, KERNEL_ENV):
-            comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths)
+            comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths, kernels=comparison_kernel)
         if comp.status != "ok":
             result.report_error = f"{COMPARISON}: {comp.message}"
+            write_comparison(staging, reference=reference)
     except Exception as e:
         result.report_error = f"comparison: {type(e).__name__}: {e}".splitlines()[0]
     result.seconds = time.perf_counter() - t0
@@ -468,6 +538,8 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]
         write_json(staging / STUDY_JSON, _summary(result))
+    if closing is not None:
+        closing.join()
 
 
 def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:

@@ -1,0 +1,133 @@
+"""Warm kernels (dino_rnn.warmkernels): a kernel reused for one notebook after another is reset
+in between, a broken one is replaced, and a notebook gives the same numbers warm as fresh."""
+
+import json
+import os
+import signal
+import time
+
+import nbformat
+import pytest
+
+from dino_rnn import study as S
+from dino_rnn import warmkernels as W
+
+
+def notebook(path, *sources):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell("X = 0")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+    return path.name
+
+
+@pytest.fixture
+def pool():
+    p = W.KernelPool({**os.environ, **S.KERNEL_ENV}, S.KERNEL_ARGUMENTS)
+    yield p
+    p.close()
+
+
+def run(pool, folder, name, timeout=60.0):
+    job = S.Job(name, 0, {"X": 1}, str(folder / f"out-{name}"))
+    return S._execute(job, str(folder), timeout, kernels=pool)
+
+
+def outputs(folder, name):
+    nb = json.loads((folder / f"out-{name}").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    text = ["".join(o.get("text", "")) for c in code for o in c["outputs"]]
+    return [c["execution_count"] for c in code], "".join(text)
+
+
+def test_a_reused_kernel_is_reset_between_notebooks(tmp_path, pool):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    noisy = "import numpy\nnumpy.mean([])"  # a library's warning: remembered in numpy's registry, not the notebook's
+    a = notebook(first / "a.ipynb", "secret = 42\nimport json", noisy, "import os\nprint(os.getcwd())")
+    b = notebook(second / "b.ipynb", "print('secret' in dir(), 'json' in dir())", noisy,
+                 "import os\nprint(os.getcwd())", "import warnings\nwarnings.simplefilter('ignore')")
+    c = notebook(second / "c.ipynb", noisy)
+    assert run(pool, first, a).status == "ok"
+    assert "Mean of empty slice" in outputs(first, a)[1]
+    (first / "out-a.ipynb").rename(tmp_path / "out-a.ipynb")
+    for f in first.iterdir():  # the first notebook's folder is gone, as a study task's is
+        f.unlink()
+    first.rmdir()
+    assert run(pool, second, b).status == "ok"
+    counts, text = outputs(second, b)
+    assert counts == [1, 2, 3, 4, 5, 6]  # as from a fresh kernel (parameters, injected parameters, 4 cells)
+    assert "False False" in text  # the first notebook's names are gone
+    assert "Mean of empty slice" in text  # the warning is shown again, not swallowed as "already shown"
+    assert str(second) in text  # it runs in its own folder
+    assert run(pool, second, c).status == "ok"
+    assert "Mean of empty slice" in outputs(second, c)[1]  # b's filter ended with b
+    assert pool.started == 1  # one kernel ran all three
+
+
+def test_a_dead_kernel_is_replaced(tmp_path, pool):
+    a = notebook(tmp_path / "a.ipynb", "print('hi')")
+    assert run(pool, tmp_path, a).status == "ok"
+    (k,) = pool.idle
+    os.kill(k.km.provisioner.pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while k.km.is_alive() and time.time() < deadline:
+        time.sleep(0.1)
+    assert run(pool, tmp_path, a).status == "ok"
+    assert pool.started == 2
+
+
+def test_a_kernel_whose_notebook_timed_out_is_not_reused(tmp_path, pool):
+    slow = notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
+    job = run(pool, tmp_path, slow, timeout=2)
+    assert job.status == "failed" and "Timeout" in job.message
+    assert pool.idle == []  # shut down, not handed to the next notebook still busy
+    quick = notebook(tmp_path / "quick.ipynb", "print('ok')")
+    t0 = time.perf_counter()
+    assert run(pool, tmp_path, quick).status == "ok"
+    assert time.perf_counter() - t0 < 30 and pool.started == 2
+
+
+def test_a_cell_error_keeps_the_kernel(tmp_path, pool):
+    bad = notebook(tmp_path / "bad.ipynb", "raise ValueError('no')")
+    assert run(pool, tmp_path, bad).status == "failed"
+    good = notebook(tmp_path / "good.ipynb", "print('ok')")
+    assert run(pool, tmp_path, good).status == "ok"
+    assert pool.started == 1
+
+
+def test_a_new_study_closes_the_previous_studys_kernels(tmp_path):
+    env = {**os.environ, **S.KERNEL_ENV}
+    first = W.pool("study-a", env, S.KERNEL_ARGUMENTS)
+    try:
+        a = notebook(tmp_path / "a.ipynb", "print('hi')")
+        assert run(first, tmp_path, a).status == "ok"
+        (k,) = first.idle
+        second = W.pool("study-b", env, S.KERNEL_ARGUMENTS)
+        assert second is not first and first.idle == [] and not k.km.is_alive()
+        assert W.pool("study-b", env, S.KERNEL_ARGUMENTS) is second
+    finally:
+        assert W.close_pool() >= 1
+    assert W._POOLS == {}
+
+
+def test_a_model_notebook_gives_the_same_numbers_warm_as_fresh(tmp_path, pool, dino_file):
+    """The warm kernel first trains another model (other seed, other settings): nothing of it
+    reaches the nn.RNN run after it."""
+    params = {"EPOCHS": 2, "MAX_NAMES": 60, "DATA": str(dino_file)}
+    runs = {}
+    for how in ("fresh", "warm"):
+        out = tmp_path / how
+        if how == "warm":
+            before = S.Job("03_lstm.ipynb", 1, {**params, "SEED": 1, "HIDDEN": 32, "RESULTS_DIR": str(tmp_path / "x")},
+                           str(tmp_path / "x.ipynb"))
+            assert S._execute(before, str(S.NOTEBOOK_DIR), 600, kernels=pool).status == "ok"
+        job = S.Job("02_rnn.ipynb", 0, {**params, "SEED": 0, "RESULTS_DIR": str(out)}, str(tmp_path / f"{how}.ipynb"))
+        assert S._execute(job, str(S.NOTEBOOK_DIR), 600, kernels=pool if how == "warm" else None).status == "ok"
+        runs[how] = json.loads((out / "metrics" / "rnn-seed0.json").read_text())
+    assert pool.started == 1
+    for key in ("train_loss", "valid_loss", "test_loss", "best_epoch"):
+        assert runs["warm"][key] == runs["fresh"][key], key
+    assert runs["warm"]["samples"] == runs["fresh"]["samples"]
