@@ -72,10 +72,11 @@ def reset_here(cwd: str) -> None:
 
 @dataclass
 class WarmKernel:
-    """A started kernel (``km``) and, while a notebook has it, a client of its own (``kc``).
+    """A started kernel (``km``) and, while we reset it, a blocking client of ours (``kc``).
 
-    Each notebook gets a new client: one client's channels handed to papermill and then used
-    again did not receive the next reply (tested in tests/test_warmkernels.py)."""
+    papermill runs the notebook through ``km`` alone (nbclient connects a client of its own from
+    ``km.client()``, the asynchronous class :meth:`KernelPool._start` sets); ours is
+    disconnected before that and a new one made for the next reset."""
 
     km: object
     kc: object = None
