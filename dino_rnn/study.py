@@ -42,7 +42,7 @@ from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 from .site import HTML, INDEX, build_site, path_substitutions, versions
-from .warmkernels import KernelPool, close_pool, import_in_background
+from .warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 COMPARISON = "comparison.ipynb"
@@ -233,27 +233,27 @@ def notebook_task(task: dict) -> dict:
     return out
 
 
+def _kernel_pool(key: str | None = None) -> KernelPool:
+    """Kernels started as every notebook's kernel is (:data:`KERNEL_ENV`, :data:`KERNEL_ARGUMENTS`):
+    this worker's pool for the study ``key``, or (None) a pool of the caller's own."""
+    env = {**os.environ, **KERNEL_ENV}
+    return KernelPool(env, KERNEL_ARGUMENTS) if key is None else worker_pool(key, env, KERNEL_ARGUMENTS)
+
+
 def prepare_worker(kernels_key: str | None) -> None:
     """On each worker, as the study starts (returns at once): import what a task needs and, with
     warm kernels, start this worker's first kernel with the notebooks' imports loaded."""
     import tempfile
 
-    from . import warmkernels
-
-    warmkernels.import_in_background(*WORKER_MODULES)
+    import_in_background(*WORKER_MODULES)
     if kernels_key:
-        warmkernels.pool(kernels_key, {**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS).prestart(
-            tempfile.gettempdir(), NOTEBOOK_IMPORTS)
+        _kernel_pool(kernels_key).prestart(tempfile.gettempdir(), NOTEBOOK_IMPORTS)
 
 
 def _task_kernels(task: dict) -> KernelPool | None:
     """This worker's warm kernels for the task's study (``task["kernels"]``: its key), or None
     (``--fresh-kernels``: a kernel per notebook)."""
-    if not task.get("kernels"):
-        return None
-    from . import warmkernels
-
-    return warmkernels.pool(task["kernels"], {**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS)
+    return _kernel_pool(task["kernels"]) if task.get("kernels") else None
 
 
 def _report_here(task: dict, out: dict, tmp: Path) -> None:
@@ -378,7 +378,7 @@ def run_study(
         folder.check_owned()  # before any work: never replace files a study did not write
         # The comparison notebook runs here, last, in a kernel started (and its imports loaded)
         # while the last notebooks run (None: a fresh kernel for it too).
-        comparison_kernel = None if fresh_kernels else KernelPool({**os.environ, **KERNEL_ENV}, KERNEL_ARGUMENTS)
+        comparison_kernel = None if fresh_kernels else _kernel_pool()
         # The cluster before any work: a --scheduler that does not answer is refused here.
         with comparison_kernel or nullcontext(), Executor(scheduler, None if scheduler else jobs, log=log) as ex:
             staging = folder.new_staging()

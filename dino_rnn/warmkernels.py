@@ -80,7 +80,6 @@ class WarmKernel:
 
     km: object
     kc: object = None
-    notebooks: int = 0
 
     def connect(self) -> None:
         from jupyter_client.blocking import BlockingKernelClient
@@ -96,6 +95,11 @@ class WarmKernel:
             raise
         kc.allow_stdin = False
         self.kc = kc
+
+    def run(self, code: str, timeout: float) -> dict:
+        """Run ``code`` quietly (no output kept, not in the history) through our client; the reply."""
+        return self.kc.execute_interactive(code, silent=True, store_history=False, timeout=timeout,
+                                           output_hook=lambda msg: None)
 
     def disconnect(self) -> None:
         if self.kc is not None:
@@ -136,9 +140,7 @@ class KernelPool:
         k = WarmKernel(km)
         try:
             k.connect()
-            k.kc.execute_interactive(f"__import__({__name__!r}, fromlist=['_']).remember_fresh_state()",
-                                     silent=True, store_history=False, timeout=STARTUP_TIMEOUT,
-                                     output_hook=lambda msg: None)
+            k.run(f"__import__({__name__!r}, fromlist=['_']).remember_fresh_state()", STARTUP_TIMEOUT)
         except BaseException:
             k.shutdown()
             raise
@@ -156,8 +158,7 @@ class KernelPool:
                 return
             if code:
                 try:
-                    k.kc.execute_interactive(code, silent=True, store_history=False, timeout=STARTUP_TIMEOUT,
-                                             output_hook=lambda msg: None)
+                    k.run(code, STARTUP_TIMEOUT)
                 except Exception:
                     pass
             k.disconnect()
@@ -170,9 +171,7 @@ class KernelPool:
 
     def acquire(self, cwd: str) -> WarmKernel:
         """An idle kernel reset for a notebook running in ``cwd``, or a new kernel started there."""
-        for t in self.pending:
-            t.join()
-        self.pending.clear()
+        self._join_pending()
         while True:
             with self.lock:
                 k = self.idle.pop() if self.idle else None
@@ -185,7 +184,6 @@ class KernelPool:
     def release(self, k: WarmKernel, reusable: bool) -> None:
         """Back to the pool after a notebook (``reusable``: it ran to the end or stopped at a cell's
         error, and the kernel is alive); else shut down."""
-        k.notebooks += 1
         k.disconnect()
         if reusable and k.km.is_alive():
             with self.lock:
@@ -199,10 +197,14 @@ class KernelPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def close(self) -> None:
+    def _join_pending(self) -> None:
+        """Wait for the kernels :meth:`prestart` is starting (they are idle after)."""
         for t in self.pending:
             t.join()
         self.pending.clear()
+
+    def close(self) -> None:
+        self._join_pending()
         with self.lock:
             idle, self.idle = self.idle, []
         for k in idle:
@@ -211,14 +213,12 @@ class KernelPool:
 
 def _reset(k: WarmKernel, cwd: str) -> bool:
     """Reset ``k`` for a notebook in ``cwd``; False when it does not answer properly in time."""
-    code = f"__import__('dino_rnn.warmkernels', fromlist=['reset_here']).reset_here({cwd!r})"
     try:
         if not k.km.is_alive():
             return False
         if k.kc is None:
             k.connect()
-        reply = k.kc.execute_interactive(code, silent=True, store_history=False, timeout=RESET_TIMEOUT,
-                                         output_hook=lambda msg: None)
+        reply = k.run(f"__import__({__name__!r}, fromlist=['_']).reset_here({cwd!r})", RESET_TIMEOUT)
         return reply["content"]["status"] == "ok"
     except Exception:  # timed out (still busy with a cell), dead, ...
         return False
@@ -248,9 +248,7 @@ _POOLS_LOCK = threading.Lock()
 def pool(key: str, env: dict, arguments: list) -> KernelPool:
     """This process's pool for ``key`` (made on first use); the pools of other keys are closed."""
     with _POOLS_LOCK:
-        old = [p for k, p in _POOLS.items() if k != key]
-        for k in [k for k in _POOLS if k != key]:
-            del _POOLS[k]
+        old = [_POOLS.pop(k) for k in list(_POOLS) if k != key]
         p = _POOLS.get(key)
         if p is None:
             p = _POOLS[key] = KernelPool(dict(env), list(arguments))

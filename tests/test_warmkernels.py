@@ -25,7 +25,7 @@ def notebook(path, *sources):
 
 @pytest.fixture
 def pool():
-    p = W.KernelPool({**os.environ, **S.KERNEL_ENV}, S.KERNEL_ARGUMENTS)
+    p = S._kernel_pool()  # as the study makes the comparison notebook's
     yield p
     p.close()
 
