@@ -38,10 +38,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .params import ParameterError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading and checking names needs
+    import torch  # none of it, and `dino-rnn study`'s own process and its workers never make one
 
 # ---------------------------------------------------------------------------
 # Where the data lives
@@ -376,6 +378,8 @@ class Vocab:
 
     def one_hot(self, ids) -> torch.Tensor:
         """(T,) indices -> (T, V) float32 one-hot rows."""
+        import torch
+
         ids = torch.as_tensor(ids, dtype=torch.long)
         return torch.nn.functional.one_hot(ids, len(self)).float()
 
@@ -400,6 +404,8 @@ class Example:
 
 def encode_names(names: list[str], vocab: Vocab) -> list[Example]:
     """Build every name's tensors once (the published loops rebuilt them at every step)."""
+    import torch
+
     out = []
     for n in names:
         inp, tgt = make_pair(n, vocab)

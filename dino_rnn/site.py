@@ -22,12 +22,14 @@ project folder and the home folder are shown as the paths a reader would type (s
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import json
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -194,13 +196,17 @@ def _mathml(tex: str, display: bool) -> str:
         return f"<code>{html.escape(d + tex + d)}</code>"
 
 
+@functools.lru_cache(maxsize=None)
 def _renderer_class():
     from nbconvert.filters.markdown_mistune import IPythonRenderer
 
     class Renderer(IPythonRenderer):
-        """nbconvert's Markdown renderer, with MathML for math and links to the HTML reports."""
+        """nbconvert's Markdown renderer, with MathML for math and ``links`` (a link's target → the
+        HTML report's) for links to the notebooks."""
 
-        links: dict[str, str] = {}
+        def __init__(self, *args, links: dict[str, str] | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.links = dict(links or {})
 
         def block_math(self, body: str) -> str:
             return _mathml(body, True)
@@ -217,20 +223,28 @@ def _renderer_class():
     return Renderer
 
 
-def _exporter(learner: bool, links: dict[str, str]):
+_EXPORT_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _exporter(learner: bool):
+    """The exporter of the learner's (with code) or the reader's report, one per process: its
+    templates compile once (about 0.25 s, each time a new exporter renders). A notebook's links
+    come with each export (``resources["dino_rnn"]["links"]``); :data:`_EXPORT_LOCK` keeps two
+    threads from sharing it at once."""
+    from jinja2 import pass_context
     from nbconvert import HTMLExporter
     from nbconvert.filters.markdown_mistune import MarkdownWithMath
 
-    renderer = type("LinkedRenderer", (_renderer_class(),), {"links": dict(links)})
-
-    from jinja2 import pass_context
+    renderer = _renderer_class()
 
     class ReportExporter(HTMLExporter):
         @pass_context
         def markdown2html(self, context, source):
             cell = context.get("cell", {})
+            links = ((context.get("resources") or {}).get("dino_rnn") or {}).get("links")
             r = renderer(escape=False, attachments=cell.get("attachments", {}), embed_images=True,
-                         exclude_anchor_links=True, **self.lexer_options)
+                         exclude_anchor_links=True, links=links, **self.lexer_options)
             return MarkdownWithMath(renderer=r).render(source)
 
     return ReportExporter(
@@ -253,6 +267,23 @@ def _drop_widgets(nb):
     return nb
 
 
+def warm_exporters() -> None:
+    """Make both exporters and render a tiny notebook with each, so that their templates are
+    compiled (and pygments, bleach and friends loaded) before a report is needed: a study does
+    this in the background while its notebooks run."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# A\n[b](c.ipynb) $x$"),
+                                         nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output(
+                                             "stream", name="stdout", text="1\n")])])
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    for learner in (False, True):
+        resources = {"dino_rnn": {"css": css(), "index": "", "other": "", "title": "", "other_label": "",
+                                  "links": {}}, "metadata": {"name": ""}}
+        with _EXPORT_LOCK:
+            _exporter(learner).from_notebook_node(nb, resources=resources)
+
+
 def export_notebook(executed: Path, dest_dir: Path, stem: str, links: dict[bool, dict[str, str]], index: str,
                     subs: list[tuple[str, str]], title: str) -> list[Path]:
     """The executed notebook as its two reports in ``dest_dir``: ``stem.html`` and ``stem.code.html``."""
@@ -268,8 +299,10 @@ def export_notebook(executed: Path, dest_dir: Path, stem: str, links: dict[bool,
         resources = {"dino_rnn": {
             "css": css(), "index": index, "other": other, "title": title + (" (with code)" if learner else ""),
             "other_label": "the report without code" if learner else "the same with its code",
+            "links": links[learner],
         }, "metadata": {"name": title}}
-        body, _ = _exporter(learner, links[learner]).from_notebook_node(nb, resources=resources)
+        with _EXPORT_LOCK:
+            body, _ = _exporter(learner).from_notebook_node(nb, resources=resources)
         written.append(write_text(dest_dir / name, body))
     return written
 

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -131,6 +131,10 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
             progress_bar=False,
             log_output=False,
             execution_timeout=cell_timeout,
+            # A cell's stream outputs as one, its carriage returns applied, as a notebook shows
+            # them: a text progress bar is its last state, not one output per update (the aⁿbⁿ
+            # lab's training cell had 829, and its report a line for each).
+            coalesce_streams=True,
             extra_arguments=KERNEL_ARGUMENTS,
             **({"km": warm.km} if warm is not None else {}),  # nbclient connects a client of its own
         )
@@ -157,6 +161,28 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
 # too small to share, and the cluster's workers are the parallelism), matplotlib without a
 # display, and tqdm's text bar (the widget needs a script from the network).
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg", "DINO_RNN_PROGRESS": "text"}
+# What a kernel must not inherit from its worker: Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 for
+# its workers (to hand memory back to the OS), and a kernel that inherits it pays an mmap/munmap and
+# page faults for every array above 64 KiB a training step allocates: the NumPy LSTM's epoch took
+# 0.33 s instead of 0.28 s with it (0.42 s in a study, with the other kernel busy beside it).
+KERNEL_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
+
+
+def kernel_environ(base=None) -> dict:
+    """The environment a notebook's kernel starts with: ``base`` (default: this process's) with
+    :data:`KERNEL_ENV` set and :data:`KERNEL_ENV_UNSET` removed."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in KERNEL_ENV_UNSET}
+    return {**env, **KERNEL_ENV}
+
+
+@contextmanager
+def _kernel_env():
+    """This process's environment as :func:`kernel_environ` (papermill's fresh kernels inherit it),
+    restored after."""
+    with patch.dict(os.environ, KERNEL_ENV):
+        for k in KERNEL_ENV_UNSET:
+            os.environ.pop(k, None)
+        yield
 # What the comparison notebook imports, loaded into its kernel while the workers train.
 COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report"
 # What the model notebooks import (and the optimizer's first construction pulls in: torch._dynamo),
@@ -167,6 +193,8 @@ NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, din
 # schema validation builds grammars), and the main process for the report.
 WORKER_MODULES = ("papermill", "dino_rnn.site")
 REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot", "dino_rnn.lab")
+# And then, in both, the HTML exporters made and their templates compiled (~0.6 s of the first report).
+WARM_UP = "dino_rnn.site:warm_exporters"
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
@@ -212,7 +240,7 @@ def notebook_task(task: dict) -> dict:
         notebook = tmp / task["notebook"]
         notebook.write_text(task["source"], encoding="utf-8")
         executed = tmp / "executed.ipynb"
-        with patch.dict(os.environ, KERNEL_ENV):  # the kernel's environment, restored after
+        with _kernel_env():  # the kernel's environment, restored after
             job = _execute(Job(task["notebook"], task.get("seed", -1), params, str(executed)), str(tmp),
                            task["cell_timeout"], kernels=_task_kernels(task))
         out["status"], out["message"] = job.status, job.message
@@ -234,9 +262,9 @@ def notebook_task(task: dict) -> dict:
 
 
 def _kernel_pool(key: str | None = None) -> KernelPool:
-    """Kernels started as every notebook's kernel is (:data:`KERNEL_ENV`, :data:`KERNEL_ARGUMENTS`):
+    """Kernels started as every notebook's kernel is (:func:`kernel_environ`, :data:`KERNEL_ARGUMENTS`):
     this worker's pool for the study ``key``, or (None) a pool of the caller's own."""
-    env = {**os.environ, **KERNEL_ENV}
+    env = kernel_environ()
     return KernelPool(env, KERNEL_ARGUMENTS) if key is None else worker_pool(key, env, KERNEL_ARGUMENTS)
 
 
@@ -245,7 +273,7 @@ def prepare_worker(kernels_key: str | None) -> None:
     warm kernels, start this worker's first kernel with the notebooks' imports loaded."""
     import tempfile
 
-    import_in_background(*WORKER_MODULES)
+    import_in_background(*WORKER_MODULES, then=WARM_UP)
     if kernels_key:
         _kernel_pool(kernels_key).prestart(tempfile.gettempdir(), NOTEBOOK_IMPORTS)
 
@@ -413,7 +441,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # The key of this run's warm kernels on every worker (None: a fresh kernel per notebook).
     kernels_key = None if result.parameters.get("kernels") == "fresh" else f"study-{os.getpid()}-{uuid.uuid4().hex}"
     ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
-    import_in_background("papermill", *REPORT_MODULES)  # for the parameters below, the comparison, the report
+    import_in_background("papermill", *REPORT_MODULES, then=WARM_UP)  # for the parameters below, the comparison, the report
     notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
     for seed in seeds:
         for nb, declared in notebooks.items():
@@ -520,7 +548,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         # fails, the study writes it itself, so the results folder has it either way.
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
         comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
-        with patch.dict(os.environ, KERNEL_ENV):
+        with _kernel_env():
             comp = _execute(comp, str(NOTEBOOK_DIR), cell_timeout, paths, kernels=comparison_kernel)
         if comp.status != "ok":
             result.report_error = f"{COMPARISON}: {comp.message}"

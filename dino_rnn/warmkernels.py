@@ -7,7 +7,7 @@ notebook for every seed, so on a 2-core laptop that fixed cost was a third of th
 study. Here a process keeps its kernels and hands each notebook one that is *reset* first:
 
 - the user namespace emptied (IPython's ``%reset -f``: every name a notebook defined is gone,
-  ``In``/``Out`` too) and the prompt counter back to 1, so the executed notebook reads
+  ``In``/``Out`` too) in a new history session with the prompt counter back to 1, so the executed notebook reads
   ``In [1]``, ``In [2]``, ... as from a fresh kernel;
 - the working directory set to the notebook's own folder;
 - every figure closed, the warning filters put back as the kernel started (a notebook's
@@ -59,8 +59,10 @@ def reset_here(cwd: str) -> None:
 
     os.chdir(cwd)  # first: the previous notebook's folder may be gone
     ip = get_ipython()
-    ip.reset(new_session=False)  # what %reset -f does
-    ip.execution_count = 1
+    # %reset -f, and a new history session with the prompt counter back at 1, as a fresh kernel
+    # has (%reset -f's new_session=False left the counter in the old session: IPython printed
+    # "ERROR! Session/line number was not unique in database" into the next notebook).
+    ip.reset(new_session=True)
     if _FRESH_FILTERS is not None:  # a notebook's warnings.simplefilter("ignore") ends with it
         warnings.filters[:] = _FRESH_FILTERS
     with warnings.catch_warnings():  # entering and leaving invalidates every module's "shown" registry
@@ -224,15 +226,22 @@ def _reset(k: WarmKernel, cwd: str) -> bool:
         return False
 
 
-def import_in_background(*modules: str) -> threading.Thread:
-    """Import ``modules`` in a daemon thread (errors ignored: whoever needs one imports it again
-    and sees the error). For imports whose cost would otherwise land on the critical path."""
+def import_in_background(*modules: str, then: str | None = None) -> threading.Thread:
+    """Import ``modules`` in a daemon thread, then call ``then`` (``"module:function"``, if given);
+    errors are ignored (whoever needs one imports it again and sees the error). For imports and
+    warm-ups whose cost would otherwise land on the critical path."""
     import importlib
 
     def run() -> None:
         for m in modules:
             try:
                 importlib.import_module(m)
+            except Exception:
+                pass
+        if then:
+            try:
+                module, function = then.split(":")
+                getattr(importlib.import_module(module), function)()
             except Exception:
                 pass
 

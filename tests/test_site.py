@@ -256,6 +256,21 @@ def test_export_drops_widgets_and_machine_paths(tmp_path):
     assert "../dino_rnn/train.py" in code_page
 
 
+def test_each_export_gets_its_own_links(tmp_path):
+    # The two exporters are made once per process (their templates compile once); the links of
+    # a notebook's reports come with each export, so the second export must not keep the first's.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("See [the LSTM](03_lstm.ipynb).")])
+    executed = tmp_path / "x.ipynb"
+    nbformat.write(nb, executed)
+    for target in ("first/03_lstm", "second/03_lstm"):
+        S.export_notebook(executed, tmp_path / target, "x", {False: {"03_lstm.ipynb": f"{target}.html"},
+                                                            True: {"03_lstm.ipynb": f"{target}.code.html"}},
+                          "../index.html", [], "X")
+        for name, href in (("x.html", f"{target}.html"), ("x.code.html", f"{target}.code.html")):
+            page = BeautifulSoup((tmp_path / target / name).read_text(encoding="utf-8"), "html.parser")
+            assert page.find("a", string="the LSTM")["href"] == href
+
+
 def test_display_path():
     assert S.display_path(ROOT / "results" / "study") == "../results/study"
     assert S.display_path(Path.home() / "runs" / "a") == "~/runs/a" or str(ROOT).startswith(str(Path.home()))

@@ -92,7 +92,11 @@ def test_smoke_study_writes_everything(tmp_path, capfd):
         for machine in (str(tmp_path), "staging-", str(S.NOTEBOOK_DIR.parent), str(Path.home())):
             assert machine not in text, (f.relative_to(out), machine)
     executed = (out / "executed" / "seed0" / "03_lstm.ipynb").read_text(encoding="utf-8")
-    assert "widget-view" not in executed and "epoch/s]" in executed  # tqdm's text bar, whatever is installed
+    assert "widget-view" not in executed and "epoch/s" in executed  # tqdm's text bar, whatever is installed
+    # The bar as a notebook shows it: its last state, in one output (not one per update).
+    (training,) = [c for c in json.loads(executed)["cells"] if "epoch/s" in json.dumps(c.get("outputs", []))]
+    bars = [o for o in training["outputs"] if o.get("name") == "stderr"]
+    assert len(bars) == 1 and "\r" not in "".join(bars[0]["text"]) and "100%" in "".join(bars[0]["text"])
     study = json.loads((out / "study.json").read_text())
     assert study["started"] <= study["finished"] and study["versions"]["torch"].startswith("2.13.0")
     assert {p.name for p in (out / "metrics").iterdir()} >= {f"{a}-seed0.json" for a in ("scratch", "rnn", "lstm", "gru")}
@@ -528,3 +532,11 @@ def test_a_tasks_reports_made_for_another_folder_are_made_again(tmp_path, notebo
     assert sorted(exported) == ["01_a.ipynb", "02_b.ipynb"]
     a = (out / "html" / "seed0" / "01_a.html").read_text()
     assert 'href="02_b.html"' in a and "comparison.html" not in a
+
+
+def test_the_study_process_does_not_import_torch():
+    # `dino-rnn study` only schedules notebooks and builds the report: torch (about 1 s to import)
+    # belongs in the kernels. Importing it here and in each worker delayed the first notebook.
+    code = "import sys, dino_rnn.cli, dino_rnn.study; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr

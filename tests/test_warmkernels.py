@@ -99,7 +99,7 @@ def test_a_cell_error_keeps_the_kernel(tmp_path, pool):
 
 
 def test_a_new_study_closes_the_previous_studys_kernels(tmp_path):
-    env = {**os.environ, **S.KERNEL_ENV}
+    env = S.kernel_environ()
     first = W.pool("study-a", env, S.KERNEL_ARGUMENTS)
     try:
         a = notebook(tmp_path / "a.ipynb", "print('hi')")
@@ -131,3 +131,34 @@ def test_a_model_notebook_gives_the_same_numbers_warm_as_fresh(tmp_path, pool, d
     for key in ("train_loss", "valid_loss", "test_loss", "best_epoch"):
         assert runs["warm"][key] == runs["fresh"][key], key
     assert runs["warm"]["samples"] == runs["fresh"]["samples"]
+
+
+def test_a_reused_kernel_starts_a_new_history_session(tmp_path, pool):
+    # With %reset -f's new_session=False the prompt counter went back to 1 inside the old
+    # history session, and IPython printed "ERROR! Session/line number was not unique in
+    # database" into the next notebook. Each notebook here has cells enough to reach the
+    # previous one's line numbers; the history is written by IPython's thread, so wait for it.
+    wait = "import time\nfrom IPython import get_ipython\nhm = get_ipython().history_manager\ntime.sleep(0.3)\n"
+    names = [notebook(tmp_path / f"{n}.ipynb", wait, "print(1)", "print(2)", wait) for n in "abc"]
+    for name in names:
+        assert run(pool, tmp_path, name).status == "ok"
+        counts, text = outputs(tmp_path, name)
+        assert counts == [1, 2, 3, 4, 5, 6], counts  # parameters, injected parameters, 4 cells
+        assert "not unique" not in text and "ERROR" not in text, text
+    assert pool.started == 1
+
+
+def test_kernels_do_not_inherit_the_dask_workers_malloc_setting(tmp_path, monkeypatch):
+    # Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536; a kernel that inherited it
+    # trained the NumPy LSTM ~17% slower. Neither a warm kernel nor a fresh one may see it.
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    probe = "import os\nprint('trim', os.environ.get('MALLOC_TRIM_THRESHOLD_'), os.environ.get('OMP_NUM_THREADS'))"
+    name = notebook(tmp_path / "env.ipynb", probe)
+    with S._kernel_pool() as warm:
+        assert run(warm, tmp_path, name).status == "ok"
+        assert "trim None 1" in outputs(tmp_path, name)[1]
+    (tmp_path / f"out-{name}").unlink()
+    with S._kernel_env():
+        assert run(None, tmp_path, name).status == "ok"
+    assert "trim None 1" in outputs(tmp_path, name)[1]
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"  # this process's own is put back
