@@ -168,10 +168,10 @@ KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg
 KERNEL_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
 
 
-def kernel_environ(base=None) -> dict:
-    """The environment a notebook's kernel starts with: ``base`` (default: this process's) with
-    :data:`KERNEL_ENV` set and :data:`KERNEL_ENV_UNSET` removed."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in KERNEL_ENV_UNSET}
+def kernel_environ() -> dict:
+    """The environment a notebook's kernel starts with: this process's, with :data:`KERNEL_ENV`
+    set and :data:`KERNEL_ENV_UNSET` removed."""
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV_UNSET}
     return {**env, **KERNEL_ENV}
 
 
@@ -183,6 +183,8 @@ def _kernel_env():
         for k in KERNEL_ENV_UNSET:
             os.environ.pop(k, None)
         yield
+
+
 # What the comparison notebook imports, loaded into its kernel while the workers train.
 COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report"
 # What the model notebooks import (and the optimizer's first construction pulls in: torch._dynamo),
