@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ from .executor import Executor, TaskFailed
 from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
-from .site import HTML, INDEX, build_site, path_substitutions, versions
+from .site import HTML, INDEX, build_site, path_substitutions, versions, warm_exporters
 from .warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -175,14 +175,10 @@ def kernel_environ() -> dict:
     return {**env, **KERNEL_ENV}
 
 
-@contextmanager
 def _kernel_env():
     """This process's environment as :func:`kernel_environ` (papermill's fresh kernels inherit it),
     restored after."""
-    with patch.dict(os.environ, KERNEL_ENV):
-        for k in KERNEL_ENV_UNSET:
-            os.environ.pop(k, None)
-        yield
+    return patch.dict(os.environ, kernel_environ(), clear=True)
 
 
 # What the comparison notebook imports, loaded into its kernel while the workers train.
@@ -195,8 +191,6 @@ NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, din
 # schema validation builds grammars), and the main process for the report.
 WORKER_MODULES = ("papermill", "dino_rnn.site")
 REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot", "dino_rnn.lab")
-# And then, in both, the HTML exporters made and their templates compiled (~0.6 s of the first report).
-WARM_UP = "dino_rnn.site:warm_exporters"
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
@@ -275,7 +269,7 @@ def prepare_worker(kernels_key: str | None) -> None:
     warm kernels, start this worker's first kernel with the notebooks' imports loaded."""
     import tempfile
 
-    import_in_background(*WORKER_MODULES, then=WARM_UP)
+    import_in_background(*WORKER_MODULES, then=warm_exporters)  # then the HTML templates compiled
     if kernels_key:
         _kernel_pool(kernels_key).prestart(tempfile.gettempdir(), NOTEBOOK_IMPORTS)
 
@@ -443,7 +437,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # The key of this run's warm kernels on every worker (None: a fresh kernel per notebook).
     kernels_key = None if result.parameters.get("kernels") == "fresh" else f"study-{os.getpid()}-{uuid.uuid4().hex}"
     ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
-    import_in_background("papermill", *REPORT_MODULES, then=WARM_UP)  # for the parameters below, the comparison, the report
+    import_in_background("papermill", *REPORT_MODULES, then=warm_exporters)  # for the parameters below, the comparison, the report
     notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
     for seed in seeds:
         for nb, declared in notebooks.items():

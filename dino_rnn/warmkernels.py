@@ -7,8 +7,8 @@ notebook for every seed, so on a 2-core laptop that fixed cost was a third of th
 study. Here a process keeps its kernels and hands each notebook one that is *reset* first:
 
 - the user namespace emptied (IPython's ``%reset -f``: every name a notebook defined is gone,
-  ``In``/``Out`` too) in a new history session with the prompt counter back to 1, so the executed notebook reads
-  ``In [1]``, ``In [2]``, ... as from a fresh kernel;
+  ``In``/``Out`` too) in a new history session with the prompt counter back to 1, so the
+  executed notebook reads ``In [1]``, ``In [2]``, ... as from a fresh kernel;
 - the working directory set to the notebook's own folder;
 - every figure closed, the warning filters put back as the kernel started (a notebook's
   ``warnings.simplefilter("ignore")`` ends with it), and Python's "already shown" warning
@@ -32,6 +32,7 @@ import atexit
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 # How long a kernel may take to answer the reset before it is replaced by a fresh one.
 RESET_TIMEOUT = 30.0
@@ -226,10 +227,10 @@ def _reset(k: WarmKernel, cwd: str) -> bool:
         return False
 
 
-def import_in_background(*modules: str, then: str | None = None) -> threading.Thread:
-    """Import ``modules`` in a daemon thread, then call ``then`` (``"module:function"``, if given);
-    errors are ignored (whoever needs one imports it again and sees the error). For imports and
-    warm-ups whose cost would otherwise land on the critical path."""
+def import_in_background(*modules: str, then: Callable[[], object] | None = None) -> threading.Thread:
+    """Import ``modules`` in a daemon thread, then call ``then`` (if given); errors are ignored
+    (whoever needs one imports it again and sees the error). For imports and warm-ups whose cost
+    would otherwise land on the critical path."""
     import importlib
 
     def run() -> None:
@@ -238,10 +239,9 @@ def import_in_background(*modules: str, then: str | None = None) -> threading.Th
                 importlib.import_module(m)
             except Exception:
                 pass
-        if then:
+        if then is not None:
             try:
-                module, function = then.split(":")
-                getattr(importlib.import_module(module), function)()
+                then()
             except Exception:
                 pass
 
