@@ -11,6 +11,9 @@ One execution path for ``dino-rnn study`` and ``dino-rnn sweep``:
 picklable item and returning picklable data; it must not rely on a filesystem shared with the
 client: everything it needs comes in ``item``, everything it produced goes back in its result.
 
+Tasks are handed to the scheduler one per worker thread, highest priority first, and the next
+as one finishes (:meth:`Executor.run`): the first worker free takes the longest task left.
+
 A worker that dies mid-task (killed, out of memory) costs that task a new start on another
 worker: the scheduler does that by itself, up to ``distributed.scheduler.allowed-failures``
 times (default 3; then the task is a :class:`TaskFailed` naming the dead workers). ``retries``
@@ -119,6 +122,14 @@ class Executor:
             return None
 
     @property
+    def n_threads(self) -> int:
+        """Task threads over all workers (0 when unknown or none)."""
+        try:
+            return sum(self.client.nthreads().values())
+        except Exception:
+            return 0
+
+    @property
     def n_workers(self) -> int:
         try:
             return len(self.client.scheduler_info().get("workers") or {})
@@ -136,26 +147,40 @@ class Executor:
             priorities: Sequence[int] | None = None) -> Iterator[tuple[int, Any]]:
         """``fn(item)`` for every item, as tasks; yields ``(index, result or TaskFailed)`` as they finish.
 
-        ``priorities``: higher starts first (default: the items' order). ``retries``: new starts
-        for a task that raised (a dead worker's tasks are started again by the scheduler anyway).
+        ``priorities``: higher starts first (default: the items' order). The scheduler is handed one
+        task per worker thread, and the next (the highest priority left) when one finishes, so the
+        first worker free takes it. (Handed every task at once, Dask sends the first few to workers
+        as they are submitted: in a one-seed study the aⁿbⁿ lab's worker also held the next-longest
+        notebook while the other worker, done sooner, went idle for 5 s at the end.) A worker that
+        joins a running cluster gets work as the next task finishes. ``retries``: new starts for a
+        task that raised (a dead worker's tasks are started again by the scheduler anyway).
         Leaving the loop early (an exception, Ctrl-C) cancels the tasks not finished.
         """
         from distributed import as_completed
 
         if priorities is None:
             priorities = [len(items) - i for i in range(len(items))]
-        # Submitted highest priority first: an idle worker starts the first task it is sent.
-        order = sorted(range(len(items)), key=lambda i: -priorities[i])
-        futures = {self.client.submit(fn, items[i], pure=False, retries=retries, priority=priorities[i]): i
-                   for i in order}
+        waiting = sorted(range(len(items)), key=lambda i: -priorities[i])  # highest priority first
+        futures: dict = {}
+        running = as_completed(loop=self.client.loop)
+
+        def hand_out() -> None:
+            while waiting and len(futures) < max(1, self.n_threads):
+                i = waiting.pop(0)
+                fut = self.client.submit(fn, items[i], pure=False, retries=retries, priority=priorities[i])
+                futures[fut] = i
+                running.add(fut)
+
         try:
-            for fut in as_completed(futures, loop=self.client.loop):
-                i = futures[fut]
+            hand_out()
+            for fut in running:
+                i = futures.pop(fut)
                 try:
                     yield i, fut.result()
                 except Exception as e:  # noqa: BLE001
                     yield i, TaskFailed(f"{type(e).__name__}: {e}".splitlines()[0])
                 fut.release()
+                hand_out()
         finally:
             pending = [f for f in futures if not f.done()]
             if pending:

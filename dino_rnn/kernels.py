@@ -438,15 +438,12 @@ def _softmax_ce(logits, tgt):
     return loss / T
 
 
-@njit(cache=True, nogil=True)
-def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
-    """:meth:`NumpyRNN.loss_and_grads <dino_rnn.numpy_nets.NumpyRNN.loss_and_grads>`, compiled."""
+@njit(cache=True, nogil=True, inline="always")
+def _numpy_rnn_forward(ids, U, Vm, b_h):
+    """The NumPy RNN's hidden states: row 0 is h_0 = 0, row t + 1 is h after input t."""
     T = ids.shape[0]
     H = Vm.shape[0]
-    O = W.shape[0]
-    _check_tokens(ids, tgt, U.shape[1], O)
     VmT = np.ascontiguousarray(Vm.T)
-    WT = np.ascontiguousarray(W.T)
     hs = np.zeros((T + 1, H))
     for t in range(T):
         row = hs[t + 1]
@@ -456,7 +453,26 @@ def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
         _add_matvec_t(row, VmT, hs[t])
         for j in range(H):
             row[j] = np.tanh(row[j])
-    do = _readout(hs, WT, b_o)
+    return hs
+
+
+@njit(cache=True, nogil=True)
+def numpy_rnn_loss(ids, tgt, U, Vm, W, b_h, b_o):
+    """:meth:`NumpyRNN.loss <dino_rnn.numpy_nets.NumpyRNN.loss>` (the forward pass), compiled."""
+    _check_tokens(ids, tgt, U.shape[1], W.shape[0])
+    hs = _numpy_rnn_forward(ids, U, Vm, b_h)
+    return _softmax_ce(_readout(hs, np.ascontiguousarray(W.T), b_o), tgt)
+
+
+@njit(cache=True, nogil=True)
+def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
+    """:meth:`NumpyRNN.loss_and_grads <dino_rnn.numpy_nets.NumpyRNN.loss_and_grads>`, compiled."""
+    T = ids.shape[0]
+    H = Vm.shape[0]
+    O = W.shape[0]
+    _check_tokens(ids, tgt, U.shape[1], O)
+    hs = _numpy_rnn_forward(ids, U, Vm, b_h)
+    do = _readout(hs, np.ascontiguousarray(W.T), b_o)
     loss = _softmax_ce(do, tgt)
     gU[:] = 0.0
     gV[:] = 0.0
@@ -478,19 +494,15 @@ def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
     return loss
 
 
-@njit(cache=True, nogil=True)
-def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
-    """:meth:`NumpyLSTM.loss_and_grads <dino_rnn.numpy_nets.NumpyLSTM.loss_and_grads>`, compiled.
-
-    ``Wg`` is the (4H, H+V) block of the four gates f, i, g, o (h columns, then x columns).
-    """
+@njit(cache=True, nogil=True, inline="always")
+def _numpy_lstm_forward(ids, Wg, bg):
+    """The NumPy LSTM's forward pass: per step the gates f, i, g, o (``acts``, T × 4H), and the
+    hidden and cell states (``hs``, ``cs``: row 0 the zero state, row t + 1 after input t) and
+    ``tanh(c)`` (``tcs``)."""
     T = ids.shape[0]
     G = Wg.shape[0]
     H = G // 4
-    O = Wv.shape[0]
-    _check_tokens(ids, tgt, Wg.shape[1] - H, O)
     WhT = np.ascontiguousarray(Wg[:, :H].T)  # (H, 4H)
-    WvT = np.ascontiguousarray(Wv.T)
     acts = np.empty((T, G))
     hs = np.zeros((T + 1, H))
     cs = np.zeros((T + 1, H))
@@ -515,7 +527,30 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
             tc = np.tanh(c)
             tcs[t, j] = tc
             hs[t + 1, j] = o * tc
-    dv = _readout(hs, WvT, bv)
+    return acts, hs, cs, tcs
+
+
+@njit(cache=True, nogil=True)
+def numpy_lstm_loss(ids, tgt, Wg, bg, Wv, bv):
+    """:meth:`NumpyLSTM.loss <dino_rnn.numpy_nets.NumpyLSTM.loss>` (the forward pass), compiled."""
+    _check_tokens(ids, tgt, Wg.shape[1] - Wg.shape[0] // 4, Wv.shape[0])
+    _, hs, _, _ = _numpy_lstm_forward(ids, Wg, bg)
+    return _softmax_ce(_readout(hs, np.ascontiguousarray(Wv.T), bv), tgt)
+
+
+@njit(cache=True, nogil=True)
+def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
+    """:meth:`NumpyLSTM.loss_and_grads <dino_rnn.numpy_nets.NumpyLSTM.loss_and_grads>`, compiled.
+
+    ``Wg`` is the (4H, H+V) block of the four gates f, i, g, o (h columns, then x columns).
+    """
+    T = ids.shape[0]
+    G = Wg.shape[0]
+    H = G // 4
+    O = Wv.shape[0]
+    _check_tokens(ids, tgt, Wg.shape[1] - H, O)
+    acts, hs, cs, tcs = _numpy_lstm_forward(ids, Wg, bg)
+    dv = _readout(hs, np.ascontiguousarray(Wv.T), bv)
     loss = _softmax_ce(dv, tgt)
     gWg[:] = 0.0
     gbg[:] = 0.0
@@ -592,4 +627,4 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step_size, bc2
 
 
 __all__ = ["scratch_step", "rnn_step", "lstm_step", "gru_step", "numpy_rnn_grads", "numpy_lstm_grads",
-           "clip_sgd_update", "adamw_update"]
+           "numpy_rnn_loss", "numpy_lstm_loss", "clip_sgd_update", "adamw_update"]

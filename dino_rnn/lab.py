@@ -48,7 +48,7 @@ from . import anbn
 from . import params as P
 from .data import DataError, Vocab, make_pair
 from .experiment import Experiment
-from .report import ANBN_ORDER
+from .report import ANBN_LABELS, plot_anbn  # noqa: F401  (plot_anbn: for the notebooks, as before)
 from .resultsdir import NOTEBOOK_RESULTS, anbn_paths
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
@@ -206,12 +206,6 @@ def load_numpy_checkpoint(path):
 # aⁿbⁿ
 # ---------------------------------------------------------------------------
 
-ANBN_LABELS = {
-    "numpy_rnn": "NumPy RNN (SGD)",
-    "numpy_lstm": "NumPy LSTM (SGD)",
-    "torch_lstm": "PyTorch LSTM (Adam)",
-    "numpy_lstm_adam": "NumPy LSTM (NumPy Adam, control)",
-}
 
 
 def run_anbn(
@@ -356,30 +350,6 @@ def _versions() -> dict:
 
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
 
-
-def plot_anbn(result: dict):
-    """Training and validation loss per epoch of every aⁿbⁿ model, overlaid (two panels)."""
-    import matplotlib.pyplot as plt
-
-    from .report import STYLES
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
-    for i, key in enumerate(k for k in ANBN_ORDER if k in result["models"]):
-        m = result["models"][key]
-        color, ls, marker = STYLES[i % len(STYLES)]  # colour, line style and marker: apart in grayscale too
-        for ax, curve in zip(axes, ("train_loss", "valid_loss")):
-            y = m["history"][curve]
-            every = max(1, len(y) // 8)
-            ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, marker=marker, ms=5, markevery=(i * every // 4, every),
-                    label=f"{m['label']} ({m['learnable_parameters']} params)")
-    for ax, title in zip(axes, ("training loss (mean over the epoch)", "validation loss")):
-        ax.set(xlabel="epoch", title=title)
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("cross-entropy (nats per token, log scale)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
-    fig.suptitle(f"aⁿbⁿ, seed {result['parameters']['seed']}: the lab's three models" + (" and the Adam control" if "numpy_lstm_adam" in result["models"] else ""))
-    return fig
 
 
 __all__ = [

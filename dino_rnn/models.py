@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHITECTURES = ("scratch", "rnn", "lstm", "gru")
+from .params import ARCHITECTURES
 LABELS = {
     "scratch": "RNN from scratch (nn.Linear)",
     "rnn": "nn.RNN",

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 
+# The four Dino Names models (dino_rnn.models builds them): here, where checking an --arch needs no torch.
+ARCHITECTURES = ("scratch", "rnn", "lstm", "gru")
 MAX_SEEDS = 100  # seeds per study; the environment variable DINO_RNN_MAX_SEEDS overrides it
 MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed accepts
 

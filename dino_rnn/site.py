@@ -40,6 +40,7 @@ import pandas as pd
 from .files import write_text
 from .params import ParameterError
 from .report import (
+    ANBN_LABELS,
     STUDY_JSON,
     anbn_frame,
     comparison_frame,
@@ -49,6 +50,7 @@ from .report import (
     load_published,
     paired_differences,
     paired_frame,
+    plot_anbn,
     plot_model,
     plot_overlay,
     protocol_note,
@@ -476,15 +478,40 @@ def _problems(runs: list[dict], study: dict) -> list[str]:
     return out
 
 
+def index_figures(results_dir) -> dict:
+    """The index page's figures from ``results_dir``'s metrics and aⁿbⁿ results (PNG data URLs
+    with their alt text and captions): ``overlay`` and ``models`` (lists), ``anbn`` (a list, or
+    None without aⁿbⁿ results). Drawing them takes ~2 s; a study draws them while the comparison
+    notebook runs and hands them to :func:`build_site`."""
+    results_dir = Path(results_dir)
+    runs, _ = select_runs(load_metrics(results_dir))
+    published = load_published()
+    labels = {m["architecture"]: m["label"] for m in runs}
+    overlay = [_figure(plot_overlay(runs, published),
+                       "Validation loss per epoch of every model, mean over seeds",
+                       "Validation loss per epoch, the mean over seeds. Each model has its own colour, line style and "
+                       "marker; the error bars right of the curves are ± one standard deviation over seeds at the "
+                       "last epoch; hollow stars are the published validation losses (one unseeded run each).")]
+    models = [_figure(plot_model(runs, a, published), f"Training and validation loss per epoch of {labels[a]}")
+              for a in dict.fromkeys(m["architecture"] for m in runs if m["status"] == "ok")]
+    anbn_runs, _ = select_anbn(load_anbn(results_dir))
+    anbn = None
+    if anbn_runs:
+        first = anbn_runs[0]
+        anbn = [_figure(plot_anbn(first), f"aⁿbⁿ training and validation loss per epoch, seed {first['parameters']['seed']}",
+                        f"Seed {first['parameters']['seed']}: " + ", ".join(
+                            ANBN_LABELS.get(k, k) for k in first["models"]) + " (log scale).")]
+    return {"overlay": overlay, "models": models, "anbn": anbn}
+
+
 def index_page(results_dir, reports: list[Executed] | None = None, generator: str = "dino-rnn report",
-               source=None) -> str:
+               source=None, figures: dict | None = None) -> str:
     """``html/index.html`` for ``results_dir``, as a string (see the module docstring).
 
     ``source``: where the files are, if not in ``results_dir`` yet (a study's staging folder).
+    ``figures``: :func:`index_figures` of those files, if already drawn.
     """
     import jinja2
-
-    from .lab import ANBN_LABELS, plot_anbn
 
     shown = Path(results_dir)
     results_dir = Path(source) if source is not None else shown
@@ -516,13 +543,8 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     st = samples_table(runs)
     greedy = greedy_frame(runs)
 
-    overlay = [_figure(plot_overlay(runs, published),
-                       "Validation loss per epoch of every model, mean over seeds",
-                       "Validation loss per epoch, the mean over seeds. Each model has its own colour, line style and "
-                       "marker; the error bars right of the curves are ± one standard deviation over seeds at the "
-                       "last epoch; hollow stars are the published validation losses (one unseeded run each).")]
-    model_figures = [_figure(plot_model(runs, a, published), f"Training and validation loss per epoch of {labels[a]}")
-                     for a in dict.fromkeys(m["architecture"] for m in runs if m["status"] == "ok")]
+    figures = index_figures(results_dir) if figures is None else figures
+    overlay, model_figures = figures["overlay"], figures["models"]
 
     anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
     anbn_table = anbn_figs = None
@@ -535,10 +557,7 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
                         f"seeds {', '.join(str(r['parameters']['seed']) for r in anbn_runs)}. Final-epoch losses, "
                         "mean ± std over seeds; the accuracy counts the positions whose next token is determined. "
                         "comparison.md explains every column.")
-        first = anbn_runs[0]
-        anbn_figs = [_figure(plot_anbn(first), f"aⁿbⁿ training and validation loss per epoch, seed {first['parameters']['seed']}",
-                             f"Seed {first['parameters']['seed']}: " + ", ".join(
-                                 ANBN_LABELS.get(k, k) for k in first["models"]) + " (log scale).")]
+        anbn_figs = figures["anbn"]
         left_out = left_out + [f"aⁿbⁿ seed {r['parameters']['seed']}: other settings" for r in anbn_left]
 
     # notebook reports: one row per notebook, one column per seed
@@ -673,7 +692,7 @@ def export_report(e: Executed, dest: Path, key: dict) -> list[Path]:
 
 
 def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None,
-               prebuilt: dict | None = None, data=()) -> list[str]:
+               prebuilt: dict | None = None, data=(), figures: dict | None = None) -> list[str]:
     """Write ``html/`` for ``results_dir`` into ``dest`` (default ``results_dir/html``).
 
     ``staging``: the folder the notebooks ran in, if not ``results_dir`` (its path is shown as
@@ -681,7 +700,8 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
     (a study's tasks export their own notebooks' reports), each made from ``key``
     (:func:`report_key`); a report whose key is not what this build would use is made again.
     ``data``: names files the run read (their paths are hidden like the others), besides those its
-    ``study.json`` and metrics name. Returns the files written, relative to ``dest``.
+    ``study.json`` and metrics name. ``figures``: the index page's (:func:`index_figures`), if
+    already drawn. Returns the files written, relative to ``dest``.
     """
     results_dir = Path(results_dir)
     dest = Path(dest) if dest is not None else results_dir / HTML
@@ -705,7 +725,7 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
         except Exception as err:  # one unreadable notebook does not cost the others their reports
             if log:
                 log(f"  HTML of {e.notebook}{f' seed {e.seed}' if e.seed is not None else ''} failed: {err}")
-    page = index_page(results_dir, reports, generator, source=staging)
+    page = index_page(results_dir, reports, generator, source=staging, figures=figures)
     page = scrub(page, subs)
     written.append(write_text(dest / INDEX, page))
     return sorted(p.relative_to(dest).as_posix() for p in written)

@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -41,7 +42,7 @@ from .executor import Executor, TaskFailed
 from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
 from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
-from .site import HTML, INDEX, build_site, path_substitutions, versions, warm_exporters
+from .site import HTML, INDEX, build_site, index_figures, path_substitutions, versions, warm_exporters
 from .warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -190,7 +191,7 @@ NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, din
 # What a worker process needs to run a notebook (papermill's import takes seconds: nbformat's
 # schema validation builds grammars), and the main process for the report.
 WORKER_MODULES = ("papermill", "dino_rnn.site")
-REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot", "dino_rnn.lab")
+REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot")
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
@@ -265,13 +266,22 @@ def _kernel_pool(key: str | None = None) -> KernelPool:
 
 
 def prepare_worker(kernels_key: str | None) -> None:
-    """On each worker, as the study starts (returns at once): import what a task needs and, with
-    warm kernels, start this worker's first kernel with the notebooks' imports loaded."""
+    """On each worker, as the study starts (returns at once): with warm kernels, start this worker's
+    first kernel with the notebooks' imports loaded; import what a task needs; and once that kernel
+    is up, warm the HTML exporters (~0.9 s of CPU, first needed when the notebook ends: on a 2-core
+    machine, done beside the kernels' imports, it delayed the first notebook)."""
     import tempfile
 
-    import_in_background(*WORKER_MODULES, then=warm_exporters)  # then the HTML templates compiled
-    if kernels_key:
-        _kernel_pool(kernels_key).prestart(tempfile.gettempdir(), NOTEBOOK_IMPORTS)
+    kernels = _kernel_pool(kernels_key) if kernels_key else None
+    if kernels is not None:
+        kernels.prestart(tempfile.gettempdir(), NOTEBOOK_IMPORTS)
+
+    def then() -> None:
+        if kernels is not None:
+            kernels.wait_prestarted()
+        warm_exporters()
+
+    import_in_background(*WORKER_MODULES, then=then)
 
 
 def _task_kernels(task: dict) -> KernelPool | None:
@@ -437,7 +447,6 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     # The key of this run's warm kernels on every worker (None: a fresh kernel per notebook).
     kernels_key = None if result.parameters.get("kernels") == "fresh" else f"study-{os.getpid()}-{uuid.uuid4().hex}"
     ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
-    import_in_background("papermill", *REPORT_MODULES, then=warm_exporters)  # for the parameters below, the comparison, the report
     notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
     for seed in seeds:
         for nb, declared in notebooks.items():
@@ -505,9 +514,13 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     for i, out in ex.run(notebook_task, tasks, retries=0, priorities=priorities):
         job = result.jobs[i]
         finished += 1
-        if comparison_kernel is not None and len(tasks) - finished == min(n_workers, len(tasks)) - 1:
-            # A worker has nothing left to run, so a core is free: the comparison's kernel starts.
-            comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
+        if len(tasks) - finished == min(n_workers, len(tasks)) - 1:
+            # A worker has nothing left to run, so a core is free: the comparison's kernel starts, and
+            # this process loads what the report needs (not earlier: beside the workers' first kernels
+            # it took a core from their imports).
+            import_in_background(*REPORT_MODULES, then=warm_exporters)
+            if comparison_kernel is not None:
+                comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
         if isinstance(out, TaskFailed):  # its workers kept dying under it
             job.status, job.message = "failed", out.error
         else:
@@ -539,6 +552,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     if reference is not None:
         result.reference = reference_summary(reference_check(runs, load_metrics(reference)))
     write_json(staging / STUDY_JSON, _summary(result))
+    drawn = _draw_in_background(staging)  # while the comparison notebook runs in its kernel
     try:
         # The comparison notebook writes the comparison (write_comparison, as below); if it
         # fails, the study writes it itself, so the results folder has it either way.
@@ -556,14 +570,34 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     write_json(staging / STUDY_JSON, _summary(result))
     # Last, from everything above: html/index.html and every notebook's two reports.
     try:
+        try:
+            figures = drawn.result() if drawn is not None else None
+        except Exception:  # build_site draws them, and reports what went wrong
+            figures = None
         build_site(folder.path, staging / HTML, staging=staging, generator="dino-rnn study",
-                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt, data=[str(data_path)])
+                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt, data=[str(data_path)],
+                   figures=figures)
     except Exception as e:
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]
         write_json(staging / STUDY_JSON, _summary(result))
     if closing is not None:
         closing.join()
+
+
+def _draw_in_background(source):
+    """:func:`~dino_rnn.site.index_figures` of ``source`` (~2 s), drawn in a thread of this process
+    while its main thread waits for the comparison notebook; its future. None where matplotlib
+    draws on a screen here (a GUI needs the main thread): build_site draws them then."""
+    import matplotlib
+
+    if matplotlib.get_backend().lower() != "agg":
+        return None
+    drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dino-rnn-figures")
+    try:
+        return drawing.submit(index_figures, source)
+    finally:
+        drawing.shutdown(wait=False)
 
 
 def longest_first(jobs: list[Job], cost: dict[str, float]) -> list[int]:

@@ -67,8 +67,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import params as P
+from .params import ARCHITECTURES
 from .data import read_names, resolve_data_path, split_names
-from .models import ARCHITECTURES
 from .claims import claims_markdown
 from .resultsdir import BENCHMARK_JSON, METRICS, IncrementalFolder, result_paths
 from .sweepreport import parse_pair, render, settings_of

@@ -103,6 +103,27 @@ def test_numpy_net_kernel_is_the_numpy_code(cls, V, H):
 
 
 @pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
+@pytest.mark.parametrize("V,H", [(4, 50), (27, 64)])
+def test_numpy_net_evaluation_kernel_is_the_numpy_loss(cls, V, H):
+    """A compiled step evaluates with the compiled forward pass (the NumPy loss to float rounding,
+    and the loss its gradient kernel reports); the NumPy step with the NumPy code."""
+    rng = np.random.default_rng(V + H)
+    net = cls(V, H, seed=3)
+    for v in net.params.values():
+        v[...] += rng.normal(0, 0.3, v.shape)
+    pairs = [(rng.integers(0, V, T), rng.integers(0, V, T)) for T in (1, 2, 9, 25)]
+    compiled, numpy = steps.numpy_step(net, SGD(net.params, 0.1)), steps.numpy_step(net, SGD(net.params, 0.1), compiled=False)
+    assert compiled._eval_loss is not net.loss and numpy._eval_loss == net.loss
+    for x, y in pairs:
+        assert compiled._eval_loss(x, y) == pytest.approx(net.loss(x, y), rel=1e-13, abs=1e-13)
+        assert compiled._eval_loss(x, y) == compiled.loss_and_grads(x, y)[0]  # the same forward pass, bit for bit
+    assert compiled.evaluate(pairs) == sum(compiled._eval_loss(x, y) for x, y in pairs) / len(pairs)
+    assert compiled.evaluate(pairs) == pytest.approx(numpy.evaluate(pairs), rel=1e-13)
+    with pytest.raises(ValueError):
+        compiled.evaluate([(np.asarray([0, V]), np.asarray([1, 1]))])
+
+
+@pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
 def test_numpy_net_kernel_refuses_tokens_outside_the_vocabulary(cls):
     net = cls(5, 4)
     step = steps.numpy_step(net, SGD(net.params, 0.1))

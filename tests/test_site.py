@@ -271,6 +271,15 @@ def test_each_export_gets_its_own_links(tmp_path):
             assert page.find("a", string="the LSTM")["href"] == href
 
 
+def test_figures_drawn_ahead_are_the_ones_the_index_draws_and_are_used():
+    # A study draws the index page's figures while the comparison notebook runs and hands them over.
+    figures = S.index_figures(R.REFERENCE)
+    assert [len(figures[k]) for k in ("overlay", "models", "anbn")] == [1, 6, 1]
+    page = S.index_page(R.REFERENCE, figures=figures)
+    assert page == S.index_page(R.REFERENCE)  # the same page, byte for byte
+    figures["models"][0] = {**figures["models"][0], "alt": "drawn ahead"}
+    assert 'alt="drawn ahead"' in S.index_page(R.REFERENCE, figures=figures)  # used, not drawn again
+
 def test_display_path():
     assert S.display_path(ROOT / "results" / "study") == "../results/study"
     assert S.display_path(Path.home() / "runs" / "a") == "~/runs/a" or str(ROOT).startswith(str(Path.home()))

@@ -131,3 +131,32 @@ def test_a_clipped_step_moves_the_weights_by_the_clipped_gradient(autograd):
     moved = before - net.flat
     assert np.linalg.norm(moved) == pytest.approx(0.25, rel=1e-9)
     np.testing.assert_allclose(moved, full * 0.25 / np.linalg.norm(full), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["scratch", "rnn", "lstm", "gru", "twin"])
+def test_the_written_out_step_evaluates_as_the_model_does(arch):
+    """A written-out step evaluates with its compiled kernel: the losses of the model's own forward
+    pass in eval mode (float32 rounding), dropout off, and the training gradient left alone."""
+    import torch.nn.functional as F
+
+    from dino_rnn.models import build_model
+
+    torch.manual_seed(0)
+    V = 4 if arch == "twin" else 27
+    model = anbn.make_torch_twin(V, 50, seed=0) if arch == "twin" else build_model(arch, V, 64)
+    step = steps.torch_step(model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+    assert isinstance(step, steps.WrittenOutStep)
+    rng = np.random.default_rng(1)
+    pairs = [(F.one_hot(torch.as_tensor(ids), V).float(), torch.as_tensor(rng.integers(0, V, len(ids))))
+             for ids in (rng.integers(0, V, T) for T in (1, 5, 12, 30))]
+    step.train()
+    step(*pairs[0])  # one training step: a gradient in the buffers the update reads
+    grads = [g.clone() for g in step.grad.grads]
+    fast = step.evaluate(pairs)
+    assert not model.training
+    with torch.no_grad():
+        torch_loss = steps.evaluate_pairs(model, pairs)
+    assert fast == pytest.approx(torch_loss, rel=2e-6)
+    assert fast == sum(step.grad.loss(x, y) for x, y in pairs) / len(pairs)  # the kernel's, not torch's
+    for g, before in zip(step.grad.grads, grads):
+        assert torch.equal(g, before)
