@@ -125,7 +125,7 @@ class WrittenOut:
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """One name's mean cross-entropy with the model as it is (call it in eval mode: no dropout),
         by the compiled kernel of the gradient; the gradient it computes on the way goes to buffers
-        of its own, ``grads`` stay as the last step left them. The evaluation: 2-5 times faster than
+        of its own, ``grads`` stay as the last step left them. The evaluation: 1.7-4 times faster than
         the model's forward pass in torch (whose per-operation overhead dominates on one name)."""
         if not self.compiled:
             raise ValueError("WrittenOut.loss needs the compiled kernels (compiled=True)")

@@ -48,7 +48,7 @@ from . import anbn
 from . import params as P
 from .data import DataError, Vocab, make_pair
 from .experiment import Experiment
-from .report import ANBN_LABELS, plot_anbn  # noqa: F401  (plot_anbn: for the notebooks, as before)
+from .report import ANBN_LABELS, plot_anbn
 from .resultsdir import NOTEBOOK_RESULTS, anbn_paths
 from .files import atomic_path, save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
@@ -207,7 +207,6 @@ def load_numpy_checkpoint(path):
 # ---------------------------------------------------------------------------
 
 
-
 def run_anbn(
     *,
     seed: int = 0,
@@ -349,7 +348,6 @@ def _versions() -> dict:
     import torch
 
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__}
-
 
 
 __all__ = [

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .params import ARCHITECTURES
+
 LABELS = {
     "scratch": "RNN from scratch (nn.Linear)",
     "rnn": "nn.RNN",
