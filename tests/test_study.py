@@ -580,9 +580,10 @@ def test_a_worker_warms_its_exporters_only_once_its_first_kernel_is_up(monkeypat
 
 
 def test_the_next_notebook_goes_to_the_worker_that_is_free(tmp_path, notebook_dir):
-    # With Dask's default worker-saturation (1.1) each one-thread worker was sent two tasks at a
-    # time: the worker running the longest notebook also held the third-longest, which then waited
-    # while the other worker went idle.
+    # Handed every task at once, Dask assigned the first few to workers as they were submitted
+    # (before its queue applies): the worker running the longest notebook also held the
+    # third-longest, which then waited while the other worker went idle. (A changed
+    # worker-saturation did not help; with fewer tasks, work stealing hid it.)
     log = tmp_path / "log.txt"
     sleeps = {"01_a": 6.0, "02_b": 0.5, "03_c": 0.5, "04_d": 3.0, "05_e": 3.0, "06_f": 0.5}
     for name, s in sleeps.items():
