@@ -165,7 +165,8 @@ class Executor:
         running = as_completed(loop=self.client.loop)
 
         def hand_out() -> None:
-            while waiting and len(futures) < max(1, self.n_threads):
+            slots = max(1, self.n_threads)  # asked again each time: a cluster may grow
+            while waiting and len(futures) < slots:
                 i = waiting.pop(0)
                 fut = self.client.submit(fn, items[i], pure=False, retries=retries, priority=priorities[i])
                 futures[fut] = i

@@ -93,7 +93,6 @@ class WrittenOut:
         self._masks: dict = {}
         self.compiled = compiled
         self._eval_grads = None  # loss()'s own gradient buffers, made on first use
-        self._tanh = None  # the from-scratch cell's nonlinearity, for its compiled kernel
         if isinstance(model, ScratchRNN):
             self.params = [p.detach().numpy() for p in self.tensors]
             self.grad_arrays = [g.numpy() for g in self.grads]
@@ -131,11 +130,7 @@ class WrittenOut:
             raise ValueError("WrittenOut.loss needs the compiled kernels (compiled=True)")
         if self._eval_grads is None:
             self._eval_grads = [np.zeros_like(g) for g in self.grad_arrays]
-        xn = x.numpy()
-        mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
-        if self._tanh is not None:
-            return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *self._eval_grads)
-        return self._kernel(xn, y.numpy(), *self.params, mask, *self._eval_grads)
+        return self._loss_and_grad(x, y, self._eval_grads)
 
     def set_grads(self) -> None:
         """Make the buffers every parameter's ``.grad`` again (after a ``zero_grad``, say)."""
@@ -266,17 +261,21 @@ class WrittenOut:
         self._input_grads(xn, h_prev, dgi, dgh, ones)
         return loss
 
-    def _scratch_compiled(self, x, y):
-        """The from-scratch cell's gradient in one compiled call (:func:`dino_rnn.kernels.scratch_step`)."""
+    def _scratch_compiled(self, x, y, out=None):
+        """The from-scratch cell's gradient in one compiled call (:func:`dino_rnn.kernels.scratch_step`),
+        into ``out`` (default: ``grad_arrays``)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
-        return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *self.grad_arrays)
+        out = self.grad_arrays if out is None else out
+        return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *out)
 
-    def _compiled(self, x, y):
-        """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`)."""
+    def _compiled(self, x, y, out=None):
+        """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`), into ``out`` (default:
+        ``grad_arrays``)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
-        return self._kernel(xn, y.numpy(), *self.params, mask, *self.grad_arrays)
+        out = self.grad_arrays if out is None else out
+        return self._kernel(xn, y.numpy(), *self.params, mask, *out)
 
     def _lstm(self, x, y):
         loss, xn, out, h_prev, dout, ones = self._recurrent_head(x, y)

@@ -485,7 +485,11 @@ def index_figures(results_dir) -> dict:
     notebook runs and hands them to :func:`build_site`."""
     results_dir = Path(results_dir)
     runs, _ = select_runs(load_metrics(results_dir))
-    published = load_published()
+    return _draw_figures(runs, load_published(), select_anbn(load_anbn(results_dir))[0])
+
+
+def _draw_figures(runs: list[dict], published, anbn_runs: list[dict]) -> dict:
+    """:func:`index_figures` from the selected runs, the published table and the aⁿbⁿ runs."""
     labels = {m["architecture"]: m["label"] for m in runs}
     overlay = [_figure(plot_overlay(runs, published),
                        "Validation loss per epoch of every model, mean over seeds",
@@ -494,7 +498,6 @@ def index_figures(results_dir) -> dict:
                        "last epoch; hollow stars are the published validation losses (one unseeded run each).")]
     models = [_figure(plot_model(runs, a, published), f"Training and validation loss per epoch of {labels[a]}")
               for a in dict.fromkeys(m["architecture"] for m in runs if m["status"] == "ok")]
-    anbn_runs, _ = select_anbn(load_anbn(results_dir))
     anbn = None
     if anbn_runs:
         first = anbn_runs[0]
@@ -543,10 +546,10 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     st = samples_table(runs)
     greedy = greedy_frame(runs)
 
-    figures = index_figures(results_dir) if figures is None else figures
+    anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
+    figures = _draw_figures(runs, published, anbn_runs) if figures is None else figures
     overlay, model_figures = figures["overlay"], figures["models"]
 
-    anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
     anbn_table = anbn_figs = None
     anbn_caption = ""
     if anbn_runs:

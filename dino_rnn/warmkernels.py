@@ -108,7 +108,6 @@ class WarmKernel:
     def connect(self) -> None:
         from jupyter_client.blocking import BlockingKernelClient
 
-        self.disconnect()
         # A session of its own: a shell socket takes its session's id as its name, and the kernel
         # answers only one of two sockets with the same name (nbclient's client shares km's session).
         kc = BlockingKernelClient()
