@@ -280,10 +280,19 @@ def warm_exporters() -> None:
                                              "stream", name="stdout", text="1\n")])])
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     for learner in (False, True):
-        resources = {"dino_rnn": {"css": css(), "index": "", "other": "", "title": "", "other_label": "",
-                                  "links": {}}, "metadata": {"name": ""}}
-        with _EXPORT_LOCK:
-            _exporter(learner).from_notebook_node(nb, resources=resources)
+        _render(nb, learner, {})
+
+
+def _render(nb, learner: bool, links: dict[str, str], title: str = "", name: str = "", index: str = "",
+            other: str = "", other_label: str = "") -> str:
+    """One report of ``nb`` as HTML: the reader's or (``learner``) the learner's exporter, with what
+    the template shows (``title``, the links to ``index`` and to the ``other`` report) and
+    ``links`` (a notebook link's target → its report)."""
+    resources = {"dino_rnn": {"css": css(), "index": index, "other": other, "title": title,
+                              "other_label": other_label, "links": links}, "metadata": {"name": name}}
+    with _EXPORT_LOCK:
+        body, _ = _exporter(learner).from_notebook_node(nb, resources=resources)
+    return body
 
 
 def export_notebook(executed: Path, dest_dir: Path, stem: str, links: dict[bool, dict[str, str]], index: str,
@@ -298,13 +307,9 @@ def export_notebook(executed: Path, dest_dir: Path, stem: str, links: dict[bool,
     written = []
     for learner in (False, True):
         name, other = (learner_name(stem), reader_name(stem)) if learner else (reader_name(stem), learner_name(stem))
-        resources = {"dino_rnn": {
-            "css": css(), "index": index, "other": other, "title": title + (" (with code)" if learner else ""),
-            "other_label": "the report without code" if learner else "the same with its code",
-            "links": links[learner],
-        }, "metadata": {"name": title}}
-        with _EXPORT_LOCK:
-            body, _ = _exporter(learner).from_notebook_node(nb, resources=resources)
+        body = _render(nb, learner, links[learner], title=title + (" (with code)" if learner else ""), name=title,
+                       index=index, other=other,
+                       other_label="the report without code" if learner else "the same with its code")
         written.append(write_text(dest_dir / name, body))
     return written
 
