@@ -243,7 +243,7 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
     return loss
 
 
-@njit(cache=True, nogil=True, error_model="numpy")  # vectorised _sigmoid32, _tanh32
+@njit(cache=True, nogil=True, error_model="numpy")  # vectorised _tanh32
 def rnn_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_fc, g_b_fc):
     """``nn.RNN`` (one layer, tanh) + Linear read-out + dropout + mean cross-entropy; as :func:`lstm_step`."""
     T, V = x.shape
@@ -384,7 +384,7 @@ def _dropout_ce(z, y, mask):
     return loss / T
 
 
-@njit(cache=True, nogil=True, error_model="numpy")  # vectorised _sigmoid32, _tanh32
+@njit(cache=True, nogil=True, error_model="numpy")  # vectorised _tanh32
 def scratch_step(x, y, tanh, wi2h, bi2h, wi2o, bi2o, wo2o, bo2o, mask, g_wi2h, g_bi2h, g_wi2o, g_bi2o, g_wo2o, g_bo2o):
     """The from-scratch cell (:class:`~dino_rnn.models.ScratchRNN`) + dropout + mean cross-entropy.
 
