@@ -207,32 +207,35 @@ class NumpyStep:
         self.net.set_state(state)
 
 
+def _kernel_arrays(net, arrays, flat=None):
+    """``arrays`` (the net's parameters, or a gradient of the same shapes whose flat buffer is
+    ``flat``) in the order the net's compiled kernels take them; None for a net they do not cover."""
+    if type(net) is NumpyRNN:
+        return tuple(arrays[k] for k in ("U", "V", "W", "b_h", "b_o"))
+    if type(net) is NumpyLSTM:  # the four gates as one (4H, H+V) block
+        return (*net._blocks(flat), arrays["W_v"], arrays["b_v"])
+    return None
+
+
 def _compiled_gradient(net, out):
     """``f(ids, targets) -> loss`` writing the net's gradient into ``out`` (a compiled kernel)."""
+    params = _kernel_arrays(net, net.params)
+    if params is None:
+        return None
     gflat, g = out
-    if type(net) is NumpyRNN:
-        p = net.params
-        args = (p["U"], p["V"], p["W"], p["b_h"], p["b_o"], g["U"], g["V"], g["W"], g["b_h"], g["b_o"])
-        return lambda x, y: kernels.numpy_rnn_grads(x, y, *args)
-    if type(net) is NumpyLSTM:
-        (Wg, bg), (gWg, gbg) = net._blocks(), net._blocks(gflat)
-        args = (Wg, bg, net.params["W_v"], net.params["b_v"], gWg, gbg, g["W_v"], g["b_v"])
-        return lambda x, y: kernels.numpy_lstm_grads(x, y, *args)
-    return None
+    args = (*params, *_kernel_arrays(net, g, gflat))
+    kernel = kernels.numpy_rnn_grads if type(net) is NumpyRNN else kernels.numpy_lstm_grads
+    return lambda x, y: kernel(x, y, *args)
 
 
 def _compiled_loss(net):
     """``f(ids, targets) -> loss``: the net's forward pass and mean cross-entropy, compiled (the
     evaluation: in the aⁿbⁿ lab ~140 µs a sequence in NumPy, 15% of an epoch)."""
-    if type(net) is NumpyRNN:
-        p = net.params
-        args = (p["U"], p["V"], p["W"], p["b_h"], p["b_o"])
-        return lambda x, y: kernels.numpy_rnn_loss(x, y, *args)
-    if type(net) is NumpyLSTM:
-        (Wg, bg) = net._blocks()
-        args = (Wg, bg, net.params["W_v"], net.params["b_v"])
-        return lambda x, y: kernels.numpy_lstm_loss(x, y, *args)
-    return None
+    args = _kernel_arrays(net, net.params)
+    if args is None:
+        return None
+    kernel = kernels.numpy_rnn_loss if type(net) is NumpyRNN else kernels.numpy_lstm_loss
+    return lambda x, y: kernel(x, y, *args)
 
 
 def _compiled_update(optimizer, out, clip):

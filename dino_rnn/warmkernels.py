@@ -174,7 +174,7 @@ class KernelPool:
         km.start_kernel(cwd=cwd, env=dict(self.env), extra_arguments=list(self.arguments))
         k = WarmKernel(km)
         try:
-            if not _ok(k.run(f"__import__({__name__!r}, fromlist=['_']).remember_fresh_state()", STARTUP_TIMEOUT)):
+            if not _ok(k.run(_here("remember_fresh_state()"), STARTUP_TIMEOUT)):
                 raise RuntimeError(f"a new kernel could not import {__name__}")
         except BaseException:
             k.shutdown()
@@ -194,7 +194,7 @@ class KernelPool:
             if code:
                 try:
                     k.run(code, STARTUP_TIMEOUT)
-                    k.run(f"__import__({__name__!r}, fromlist=['_']).freeze_heap()", STARTUP_TIMEOUT)
+                    k.run(_here("freeze_heap()"), STARTUP_TIMEOUT)
                 except Exception:
                     pass
             with self.lock:
@@ -250,9 +250,14 @@ def _reset(k: WarmKernel, cwd: str) -> bool:
     try:
         if not k.km.is_alive():
             return False
-        return _ok(k.run(f"__import__({__name__!r}, fromlist=['_']).reset_here({cwd!r})", RESET_TIMEOUT))
+        return _ok(k.run(_here(f"reset_here({cwd!r})"), RESET_TIMEOUT))
     except Exception:  # timed out (still busy with a cell), dead, ...
         return False
+
+
+def _here(call: str) -> str:
+    """Kernel code that calls ``call`` (e.g. ``"freeze_heap()"``) of this module, in the kernel."""
+    return f"__import__({__name__!r}, fromlist=['_']).{call}"
 
 
 def _ok(reply: dict) -> bool:
