@@ -41,6 +41,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from .params import ParameterError
+from .resultsdir import claim_file
+
+TITLE = "# Benchmark: the project's trainer vs a published-style training loop"
+
 ARCHS = ("scratch", "rnn", "lstm", "gru")
 STUDY_EPOCHS = 40  # the published protocol
 # Issue #10's goals for `dino-rnn study`, as a share of the reference time (by number of seeds).
@@ -337,7 +342,7 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
 
     archs = list(rows)
     lines = [
-        "# Benchmark: the project's trainer vs a published-style training loop",
+        TITLE,
         "",
         f"Written by `python -m dino_rnn.bench` ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
         f"torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -507,6 +512,20 @@ def write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
 
 
+def _written_here(path: Path) -> bool:
+    """Is ``path`` a report (or its JSON) this benchmark wrote, which a new run may replace?"""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".json":
+        try:
+            return set(json.loads(text)) == {"written", "load", "cpus", "seconds", "models", "studies"}
+        except (ValueError, TypeError):
+            return False
+    return text.startswith(TITLE + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dino-rnn bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs-timed", type=int, default=2, help="timed epochs per worker process (default 2)")
@@ -528,6 +547,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.arch, args.epochs_timed, args.data)), flush=True)
         return 0
+    if args.out:
+        try:
+            args.out = claim_file(args.out, "--out", _written_here)
+            claim_file(args.out.with_suffix(".json"), "--out's .json", _written_here)
+        except ParameterError as e:
+            print(f"dino-rnn bench: error: {e}", file=sys.stderr)
+            return 2
 
     t0 = time.perf_counter()
     args.load_start = _load()

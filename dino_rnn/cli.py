@@ -59,20 +59,23 @@ def _report_parser(sub) -> argparse.ArgumentParser:
         "(and lists its files in RESULTS/.dino-rnn.json).",
     )
     p.add_argument("results", nargs="?", default=None, metavar="RESULTS",
-                   help="a results folder written by dino-rnn study (default: results/study; "
-                   "results/reference for the committed one)")
+                   help="a results folder written by dino-rnn study (default: results/study)")
+    p.add_argument("--reference", action="store_true",
+                   help="rebuild the report of the committed reference, results/reference")
     p.add_argument("--screenshot", metavar="PNG", default=None,
                    help="also open index.html in headless Chromium and save a screenshot of its top here")
     return p
 
 
 def report(args) -> int:
-    from .resultsdir import STUDY
+    from .resultsdir import REFERENCE, STUDY
     from .site import rebuild
 
-    results = args.results if args.results is not None else STUDY
+    if args.reference and args.results is not None:
+        raise ParameterError("give RESULTS or --reference, not both (--reference is results/reference)")
+    results = REFERENCE if args.reference else (args.results if args.results is not None else STUDY)
     command = " ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["report"] else "dino-rnn report"
-    index = rebuild(results, command=command)
+    index = rebuild(results, command=command, reference=args.reference)
     print(f"report: {index}")
     if args.screenshot:
         from .browser import BrowserUnavailable, screenshot
@@ -92,8 +95,10 @@ def study(args) -> int:
     if args.scheduler is not None and args.jobs is not None:
         raise ParameterError("--jobs sizes the local cluster; with --scheduler the cluster's own workers run the "
                              "notebooks: drop --jobs (start more workers to run more at once)")
-    if args.scheduler is not None and not args.scheduler.strip():
-        raise ParameterError("--scheduler needs an address, e.g. tcp://127.0.0.1:8786")
+    if args.scheduler is not None:
+        from .executor import check_scheduler
+
+        check_scheduler(args.scheduler)  # its form, at once; whether a scheduler answers, before any work
 
     epochs = args.epochs if args.epochs is not None else (SMOKE["epochs"] if args.smoke else 40)
     max_names = args.max_names if args.max_names is not None else (SMOKE["max_names"] if args.smoke else None)
@@ -116,6 +121,17 @@ def study(args) -> int:
     )
     print_summary(result)
     return 0 if result.ok else 1
+
+
+def _kept(args) -> str:
+    """What an interrupted or failed run left as it was."""
+    if args.command == "sweep":
+        return f"the points finished in {args.out} are kept, run again to resume"
+    if args.command == "report":
+        where = "results/reference" if args.reference else (args.results or "results/study")
+    else:
+        where = "results/reference" if args.reference else (args.out or "results/study")
+    return f"the previous results in {where} are untouched"
 
 
 def _terminate(signum, frame):
@@ -150,16 +166,12 @@ def main(argv=None) -> int:
         print(f"dino-rnn: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        if args.command == "sweep":
-            print(f"dino-rnn: interrupted; the points finished in {args.out} are kept, run again to resume",
-                  file=sys.stderr)
-            return 130
-        if args.command == "report":
-            where = args.results or "results/study"
-        else:
-            where = "results/reference" if args.reference else (args.out or "results/study")
-        print(f"dino-rnn: interrupted; the previous results in {where} are untouched", file=sys.stderr)
+        print(f"dino-rnn: interrupted; {_kept(args)}", file=sys.stderr)
         return 130
+    except OSError as e:  # after work started: disk full, permissions, a folder gone
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"dino-rnn: error: {e.strerror or e}{where}; {_kept(args)}", file=sys.stderr)
+        return 1
     finally:
         if in_main:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

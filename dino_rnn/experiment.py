@@ -15,6 +15,10 @@ Each model notebook is a narrated walk through an :class:`Experiment`::
     plots/{arch}-seed{seed}.png          training and validation curves
     checkpoints/{arch}-seed{seed}.pt     the best-validation state (loads with weights_only=True)
 
+The checkpoint's sha256 is recorded in the metrics JSON when it is written, and
+:func:`load_checkpoint` (and :func:`dino_rnn.lab.load_numpy_checkpoint`) refuse a checkpoint
+whose bytes no longer match it (:func:`checkpoint_bytes`).
+
 Metrics JSON keys: ``architecture``, ``label``, ``learnable_parameters``, ``status``
 ("ok" or "diverged"), ``message``, ``parameters`` (epochs, lr, hidden_size, num_layers,
 seed, max_names, temperature, device, nonlinearity, autograd), ``gradient`` (how the
@@ -23,12 +27,18 @@ gradients were computed: "written-out", "autograd" or "numpy"; see :mod:`dino_rn
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
 three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
 temperature lists of {start, name, new}, and their ``new_share``), ``versions``,
-``finished`` (UTC time the files were written; the report uses it to tell the newest runs).
+``finished`` (UTC time the files were written; the report uses it to tell the newest runs),
+``checkpoint`` (``file``, relative to the results folder, and its ``sha256``; ``null`` when the
+run wrote none).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import platform
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,8 +46,8 @@ import torch
 
 from . import params as P
 from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
-from .resultsdir import NOTEBOOK_RESULTS, result_paths
-from .files import save_figure, save_torch, write_json
+from .resultsdir import CHECKPOINTS, METRICS, NOTEBOOK_RESULTS, result_paths
+from .files import atomic_path, save_figure, write_json
 from .models import ARCHITECTURES, LABELS, build_model, count_parameters
 from .sample import new_share, sample_names
 from .train import History, fit, resolve_device, set_seed
@@ -89,6 +99,7 @@ class Experiment:
         self.history: History | None = None
         self.samples: dict | None = None
         self.finished: str | None = None
+        self.checkpoint_record: dict | None = None  # {"file", "sha256"} of the checkpoint save() writes
 
     @property
     def label(self) -> str:
@@ -207,6 +218,7 @@ class Experiment:
             "samples": self.samples,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "finished": self.finished,
+            "checkpoint": self.checkpoint_record,
         }
 
     def checkpoint(self) -> dict:
@@ -224,24 +236,34 @@ class Experiment:
 
         return plot_history(self.history, title=f"{self.label} (seed {self.seed})", train_label=self.train_label)
 
-    def write_checkpoint(self, path: Path) -> Path:
-        """The best state as a torch checkpoint (see :func:`load_checkpoint`)."""
-        return save_torch(self.checkpoint(), path)
+    def checkpoint_data(self) -> bytes:
+        """The best state as a torch checkpoint's bytes (see :func:`load_checkpoint`)."""
+        buf = io.BytesIO()
+        torch.save(self.checkpoint(), buf)
+        return buf.getvalue()
 
     def save(self) -> dict[str, Path]:
         """Write the metrics JSON, the learning-curve PNG and the checkpoint, each atomically.
 
+        The metrics record the checkpoint's sha256 (computed from the bytes then written).
         Returns the paths written (no checkpoint for a run that diverged before any best state).
         """
         import matplotlib.pyplot as plt
 
         self.finished = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        data, self.checkpoint_record = None, None
+        if self.history.best_state is not None:
+            data = self.checkpoint_data()
+            self.checkpoint_record = {"file": f"{CHECKPOINTS}/{self.paths['checkpoint'].name}",
+                                      "sha256": hashlib.sha256(data).hexdigest()}
         written = {"metrics": write_json(self.paths["metrics"], self.metrics)}
         fig = self.plot()
         written["plot"] = save_figure(fig, self.paths["plot"], dpi=110, bbox_inches="tight")
         plt.close(fig)
-        if self.history.best_state is not None:
-            written["checkpoint"] = self.write_checkpoint(self.paths["checkpoint"])
+        if data is not None:
+            with atomic_path(self.paths["checkpoint"]) as tmp:
+                tmp.write_bytes(data)
+            written["checkpoint"] = self.paths["checkpoint"]
         return written
 
     def run(self) -> dict:
@@ -254,20 +276,73 @@ class Experiment:
         return self.metrics
 
 
-def load_checkpoint(path):
-    """A model and its vocabulary from a checkpoint written by :meth:`Experiment.save`.
+_NO_RECORD = object()  # what _recorded_sha256 returns for a checkpoint no run recorded
 
-    Loads with ``weights_only=True``; a corrupt or truncated file raises :class:`DataError`
-    naming it.
+
+def _recorded_sha256(path: Path) -> tuple[Path, object]:
+    """The metrics JSON of ``path``'s run and the sha256 it records for ``path``.
+
+    ``_NO_RECORD`` when there is no such JSON or it has no ``checkpoint`` key (older runs);
+    ``None`` when it records another checkpoint or none (the run wrote none).
+    """
+    metrics = path.parent.parent / METRICS / f"{path.stem}.json"
+    try:
+        record = json.loads(metrics.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return metrics, _NO_RECORD
+    except (OSError, ValueError):
+        raise DataError(f"checkpoint {path}: the record of its run, {metrics}, cannot be read, so its checksum "
+                        "cannot be checked; run the notebook again to rewrite both") from None
+    if not isinstance(record, dict) or "checkpoint" not in record:
+        return metrics, _NO_RECORD
+    ck = record["checkpoint"]
+    ok = isinstance(ck, dict) and ck.get("file") == f"{CHECKPOINTS}/{path.name}" and isinstance(ck.get("sha256"), str)
+    return metrics, ck["sha256"] if ok else None
+
+
+def checkpoint_bytes(path) -> bytes:
+    """A checkpoint's bytes, checked against the sha256 its run recorded when writing it.
+
+    The record is the same run's metrics JSON (``metrics/`` beside ``checkpoints/``): it
+    travels with the results wherever they are copied (a study, a sweep). A mismatch raises
+    :class:`DataError` (one line). A checkpoint without a record (written before checksums
+    were recorded, or copied away from its ``metrics/``) loads with a warning: refusing it
+    would strand every older run's checkpoint, and the checksum guards against damage, not
+    against someone who could rewrite the record too.
     """
     path = Path(path)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"checkpoint {path} does not exist; run the notebook to create it") from None
+    except OSError as e:
+        raise DataError(f"checkpoint {path} cannot be read ({e.strerror}); run the notebook again to rewrite it") from None
+    metrics, want = _recorded_sha256(path)
+    if want is _NO_RECORD:
+        warnings.warn(f"checkpoint {path} has no recorded checksum (written before checksums were recorded, "
+                      "or away from its metrics/); it is not checked", stacklevel=3)
+        return data
+    got = hashlib.sha256(data).hexdigest()
+    if got != want:
+        shown = f"sha256 {want[:12]}… in {metrics}, {got[:12]}… now" if want else f"{metrics} records no such checkpoint"
+        raise DataError(f"checkpoint {path} does not match the checksum recorded when it was written ({shown}); "
+                        "it was changed or damaged: run the notebook again to rewrite it")
+    return data
+
+
+def load_checkpoint(path):
+    """A model and its vocabulary from a checkpoint written by :meth:`Experiment.save`.
+
+    Its bytes are checked first (:func:`checkpoint_bytes`), then loaded with
+    ``weights_only=True``; a damaged, corrupt or truncated file raises :class:`DataError` naming it.
+    """
+    path = Path(path)
+    data = checkpoint_bytes(path)
+    try:
+        ck = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         vocab = Vocab.from_symbols(ck["vocab"])
         model = build_model(ck["arch"], len(vocab.itos), ck["hidden"], ck["num_layers"], ck["nonlinearity"])
         model.load_state_dict(ck["state_dict"])
-    except FileNotFoundError:
-        raise DataError(f"checkpoint {path} does not exist; run the notebook to create it") from None
     except Exception as e:  # pickle/zip errors, missing keys, wrong shapes
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"checkpoint {path} is corrupt or not a dino_rnn checkpoint ({first}); delete it and re-run") from None

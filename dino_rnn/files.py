@@ -47,10 +47,3 @@ def save_figure(fig, dest: str | os.PathLike, **kwargs) -> Path:
         fig.savefig(tmp, format=dest.suffix.lstrip(".") or "png", **kwargs)
     return dest
 
-
-def save_torch(obj, dest: str | os.PathLike) -> Path:
-    import torch
-
-    with atomic_path(dest) as tmp:
-        torch.save(obj, tmp)
-    return Path(dest)

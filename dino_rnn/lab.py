@@ -37,6 +37,7 @@ for the comparison report.
 
 from __future__ import annotations
 
+import io
 import math
 import platform
 import time
@@ -47,10 +48,10 @@ import numpy as np
 from . import anbn
 from . import params as P
 from .data import DataError, Vocab, make_pair
-from .experiment import Experiment
+from .experiment import Experiment, checkpoint_bytes
 from .report import ANBN_LABELS, plot_anbn
 from .resultsdir import NOTEBOOK_RESULTS, anbn_paths
-from .files import atomic_path, save_figure, write_json
+from .files import save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
 from .steps import numpy_step
 from .train import History, run_epochs
@@ -178,24 +179,28 @@ class NumpyExperiment(Experiment):
             **{f"param/{k}": v for k, v in self.net.params.items()},
         }
 
-    def write_checkpoint(self, path: Path) -> Path:
-        """The best state as a ``.npz`` file (see :func:`load_numpy_checkpoint`)."""
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **self.checkpoint())
-        return Path(path)
+    def checkpoint_data(self) -> bytes:
+        """The best state as a ``.npz`` file's bytes (see :func:`load_numpy_checkpoint`)."""
+        buf = io.BytesIO()
+        np.savez(buf, **self.checkpoint())
+        return buf.getvalue()
 
 
 def load_numpy_checkpoint(path):
-    """A NumPy net and its vocabulary from a checkpoint written by :meth:`NumpyExperiment.save`."""
+    """A NumPy net and its vocabulary from a checkpoint written by :meth:`NumpyExperiment.save`.
+
+    Its bytes are checked first against the sha256 its run recorded
+    (:func:`dino_rnn.experiment.checkpoint_bytes`); a damaged or corrupt file raises
+    :class:`DataError` naming it.
+    """
     path = Path(path)
+    data = checkpoint_bytes(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arch = str(z["arch"])
             vocab = Vocab.from_symbols([str(s) for s in z["vocab"]])
             net = NETS[arch](len(vocab), int(z["hidden"]), seed=int(z["seed"]))
             net.set_state({k: z[f"param/{k}"] for k in net.params})
-    except FileNotFoundError:
-        raise DataError(f"checkpoint {path} does not exist; run the notebook to create it") from None
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"checkpoint {path} is corrupt or not a NumPy-net checkpoint ({first}); delete it and re-run") from None

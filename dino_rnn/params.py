@@ -5,10 +5,16 @@ bad value and what to give instead — before any data is read or any model is t
 
 Seeds are whole numbers from 0 to 2**64-1 (the largest seed torch accepts); a study runs
 at most :data:`MAX_SEEDS` (100) of them unless ``DINO_RNN_MAX_SEEDS`` allows more.
+
+The notebooks' own checks are here too: :func:`check_names` (a parameter the notebook does
+not have, e.g. a misspelt ``-p EPOCSH 2``, is refused naming the nearest one, against the
+table :data:`NOTEBOOK_PARAMETERS`) and :func:`results_dir` (where ``RESULTS_DIR = None``
+writes: found from the notebook's place, never from the current folder).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -105,10 +111,14 @@ def device(value) -> str:
 
 
 def output_dir(value, name: str = "RESULTS_DIR") -> Path:
-    """A folder we can write to: created if missing; a file or a read-only folder is refused."""
+    """A folder we can write to: created if missing; a file, a read-only folder, or the
+    committed reference (or a folder inside it, however reached) is refused."""
+    from .resultsdir import refuse_reference  # resultsdir imports this module
+
     if not isinstance(value, (str, os.PathLike)) or not str(value):
         raise ParameterError(f"{name} must be a folder path, not {value!r}")
     p = Path(value).expanduser()
+    refuse_reference(p, name)  # before anything is created there
     if p.exists() and not p.is_dir():
         raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
     try:
@@ -170,3 +180,97 @@ def parse_seeds(text) -> list[int]:
     if len(set(out)) != len(out):
         raise ParameterError(f"seed list {text!r} repeats a seed; give each seed once")
     return out
+
+
+# ---------------------------------------------------------------------------
+# The notebooks: their parameters, and where RESULTS_DIR = None writes
+# ---------------------------------------------------------------------------
+
+_MODEL = ("EPOCHS", "LR", "HIDDEN", "NUM_LAYERS", "SEED", "MAX_NAMES", "TEMPERATURE", "DEVICE",
+          "RESULTS_DIR", "DATA", "AUTOGRAD")
+# Each notebook's parameters, in the order of its parameters cell (a test checks that they are
+# exactly what papermill finds there). A notebook copied elsewhere still has its table.
+NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "01_rnn_from_scratch": (*_MODEL, "NONLINEARITY"),
+    "02_rnn": _MODEL,
+    "03_lstm": _MODEL,
+    "04_gru": _MODEL,
+    "05_anbn_lab": ("SEED", "RESULTS_DIR", "ANBN_EPOCHS", "ANBN_HIDDEN", "ANBN_RNN_LR", "ANBN_LSTM_LR",
+                    "ANBN_TORCH_LR", "ANBN_CLIP", "ANBN_ADAM_CONTROL", "AUTOGRAD"),
+    "06_numpy_nets": tuple(p for p in _MODEL if p != "NUM_LAYERS"),
+    "comparison": ("RESULTS_DIR", "REFERENCE_DIR"),
+}
+# What check_names takes for a parameter: ALL_CAPS, two characters or more (the notebooks'
+# one-letter names, V, H, L, P, are not parameters and may be in the namespace on a re-run),
+# holding a value papermill can inject (a class such as SGD, imported by a cell, is not one).
+_PARAMETER_LIKE = re.compile(r"[A-Z][A-Z0-9_]+")
+_INJECTABLE = (str, int, float, bool, list, dict, tuple, type(None))
+
+
+def _declared(notebook: str) -> tuple[str, ...]:
+    try:
+        return NOTEBOOK_PARAMETERS[notebook]
+    except KeyError:
+        raise ValueError(f"no parameter table for notebook {notebook!r}; add it to NOTEBOOK_PARAMETERS") from None
+
+
+def check_names(namespace, notebook: str) -> None:
+    """Refuse a name in ``namespace`` that looks like a parameter but is not one of ``notebook``'s.
+
+    Run by each notebook's first cell after its parameters (papermill's injected ones among
+    them), before any work. Looked at: names holding a plain value (what papermill injects)
+    that are ALL_CAPS of two characters or more, or differ from a parameter only in case
+    (``epochs``). The one-line ParameterError names the nearest parameter
+    (``EPOCSH is not a parameter of 02_rnn; did you mean EPOCHS?``).
+    """
+    declared = _declared(notebook)
+    unknown = [n for n, v in sorted(namespace.items()) if n not in declared and isinstance(v, _INJECTABLE)
+               and (_PARAMETER_LIKE.fullmatch(n) or n.upper() in declared)]
+    if not unknown:
+        return
+    lines = []
+    for name in unknown:
+        near = difflib.get_close_matches(name.upper(), declared, n=1)
+        hint = f"did you mean {near[0]}?" if near else f"its parameters are {', '.join(declared)}"
+        lines.append(f"{_shorten(name, 40)} is not a parameter of {notebook}; {hint}")
+    raise ParameterError("; ".join(lines))
+
+
+def notebook_file(notebook: str) -> Path | None:
+    """This notebook's file when Jupyter says which it is, else ``None``.
+
+    jupyter_server 2 starts a notebook's kernel with ``JPY_SESSION_NAME`` set to the
+    notebook's path; it counts only when it names an existing ``{notebook}.ipynb`` (a kernel
+    started by a command run from another notebook inherits that notebook's).
+    """
+    raw = os.environ.get("JPY_SESSION_NAME", "")
+    if not raw.endswith(".ipynb"):
+        return None
+    p = Path(raw).expanduser()
+    for candidate in ([p] if p.is_absolute() else [Path.cwd() / p, Path.cwd() / p.name]):
+        if candidate.stem == notebook and candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def results_dir(value, notebook: str) -> Path | str:
+    """``RESULTS_DIR`` as given, or for ``None`` the notebooks' results folder, never cwd-relative.
+
+    ``None`` is, in this order: ``<project>/results/notebooks`` of the project whose
+    ``notebooks/`` holds this notebook, when Jupyter says which file it is (else
+    ``dino_rnn_results/`` beside that file); the project the package is installed from
+    (``results/notebooks`` of an editable install in a clone); ``dino_rnn_results/`` in the
+    current folder (a package installed from an index, used elsewhere).
+    """
+    from .resultsdir import NOTEBOOK_RESULTS, ROOT  # resultsdir imports this module
+
+    if value is not None:
+        return value
+    nb = notebook_file(notebook)
+    if nb is not None:
+        project = nb.parent.parent
+        in_project = nb.parent.name == "notebooks" and (project / "dino_rnn" / "__init__.py").is_file()
+        return project / "results" / "notebooks" if in_project else nb.parent / "dino_rnn_results"
+    if (ROOT / "notebooks").is_dir():
+        return NOTEBOOK_RESULTS
+    return Path.cwd() / "dino_rnn_results"

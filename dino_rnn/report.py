@@ -29,6 +29,7 @@ import pandas as pd
 
 from .data import DATA_DIR
 from .files import save_figure, write_text
+from .params import ParameterError
 from .resultsdir import ANBN_DIR, REFERENCE, STUDY_JSON
 
 PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
@@ -89,10 +90,23 @@ def plot_history(history, title: str = "", ax=None, train_label: str = "training
 # ---------------------------------------------------------------------------
 
 
+def read_run(f: Path, *keys: str) -> dict:
+    """One run's JSON file, which must hold ``keys``; a damaged one is one line (ParameterError)."""
+    try:
+        run = json.loads(f.read_text(encoding="utf-8"))
+        seed = run["parameters"]["seed"]
+        if not isinstance(seed, int) or any(k not in run for k in keys):
+            raise KeyError(keys)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not a complete run's JSON (truncated or edited?)"
+        raise ParameterError(f"{f} cannot be read ({why}); run that notebook again, or remove the folder's results") from None
+    return run
+
+
 def load_metrics(results_dir) -> list[dict]:
     """Every ``metrics/*.json`` under ``results_dir``, in the study's architecture order."""
     files = sorted((Path(results_dir) / "metrics").glob("*.json"))
-    runs = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+    runs = [read_run(f, "architecture") for f in files]
     return sorted(runs, key=lambda m: (_rank(m["architecture"]), m["parameters"]["seed"]))
 
 
@@ -735,7 +749,7 @@ ANBN_LABELS = {
 
 def load_anbn(results_dir) -> list[dict]:
     """Every ``anbn/*.json`` under ``results_dir``, by seed."""
-    runs = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((Path(results_dir) / ANBN_DIR).glob("*.json"))]
+    runs = [read_run(f) for f in sorted((Path(results_dir) / ANBN_DIR).glob("*.json"))]
     return sorted(runs, key=lambda r: r["parameters"]["seed"])
 
 

@@ -10,26 +10,34 @@ Where results live (one place decides it)::
 and, inside any of them, where each file goes (:func:`result_paths`, :func:`anbn_paths`,
 :data:`STUDY_JSON`).
 
-A folder a study writes (``--out``) is treated as the user's:
+Every writer (study, sweep, report, bench, the notebooks' ``RESULTS_DIR``) asks this module
+first, and the rules are these:
 
-- **Ownership.** A study writes a manifest, ``.dino-rnn.json``, listing every file it put
-  in the folder. A later study replaces that folder only if every file in it is listed
-  (or it is empty, or does not exist yet); anything else is refused before any work,
-  with one line naming a file it did not write. Deletion only ever removes files a
-  manifest lists (or a staging folder the study created itself).
-- **One study at a time.** A lock beside the folder (``filelock``; the kernel releases it
-  when its process dies, so a killed run never leaves it stuck); a second study on the
-  same folder is refused at once, naming the running one.
-- **Complete results at every instant.** A run writes into its own staging folder beside
+- **The reference is marked.** ``results/reference`` holds a tracked file,
+  ``.dino-rnn-reference``; a folder carrying it, or lying inside one, is refused by every
+  writer (:func:`refuse_reference`) unless it was asked for with ``--reference``, however
+  the folder is reached (another spelling, a symlink, a bind mount, a second clone).
+- **Ownership.** A run writes a manifest, ``.dino-rnn.json``, naming the command that wrote
+  the folder and listing every file it put there. A later run of the same command takes
+  the folder only if every file in it is listed (or it is empty, or does not exist yet);
+  another command's folder, or any unlisted file, is refused before any work, with one line.
+- **Deletion only of what is provably ours.** A run deletes only files a manifest lists and
+  folders it marked as its own (``.dino-rnn-staging``: staging and temporary folders in the
+  hidden work folder). Anything else it meets is kept: a file saved into the results
+  during a run is moved into the new results (under ``kept-DATE/`` on a name clash), and
+  a foreign folder in the work folder is left alone.
+- **One run at a time.** A lock in the work folder ``.NAME.dino-rnn/`` beside the results
+  (``filelock``; the kernel releases it when its process dies, so a killed run never
+  leaves it stuck); a second run on the same folder is refused at once, naming the first.
+- **Complete results at every instant.** A study writes into its own staging folder beside
   ``--out`` (``.NAME.dino-rnn/staging-*``) and, once finished, swaps it with the
   previous results in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``, macOS
   ``renamex_np(RENAME_SWAP)``). A kill at any moment, SIGKILL included, leaves ``--out``
-  holding the previous complete results or the new complete ones. What a killed run
-  leaves beside it is cleaned by the next run under the same rules: a staging folder
-  (marked as such) is removed; a replaced results folder loses only the files its
-  manifest lists, and anything else found in it is moved back into ``--out``. Where the
-  atomic swap is not available, two renames are used, and the next run puts back a
-  results folder caught between them.
+  holding the previous complete results or the new complete ones; the next run cleans
+  what the killed one left, under the rules above. Where the atomic swap is not
+  available, two renames are used, and the next run puts back a folder caught between them.
+- **Refused up front**: a folder that cannot be written, a mount point (the swap needs the
+  same file system beside it), a name too long for the work folder beside it.
 """
 
 from __future__ import annotations
@@ -79,8 +87,112 @@ def anbn_paths(results_dir, seed: int) -> dict[str, Path]:
 
 
 MANIFEST = ".dino-rnn.json"
-MARKER = ".dino-rnn-staging"  # in a staging folder only: everything in it is the run's own
+MARKER = ".dino-rnn-staging"  # in a staging or temporary folder only: everything in it is the run's own
 LOCK, LOCK_INFO = "lock", "lock.json"
+# In the committed reference only (tracked by git): every writer refuses a folder carrying it,
+# or lying inside one, unless asked for the reference (``--reference``).
+REFERENCE_MARK = ".dino-rnn-reference"
+# Files of ours that are never a user's and never listed in a manifest.
+OWN_MARKS = (MANIFEST, MARKER, REFERENCE_MARK)
+# The longest name a results folder may have: its work folder ``.NAME.dino-rnn`` must fit in 255 bytes.
+MAX_NAME_BYTES = 255 - len(".") - len(".dino-rnn")
+
+
+# ---------------------------------------------------------------------------
+# Where a writer may write (every writer asks here first)
+# ---------------------------------------------------------------------------
+
+
+def resolved(path, name: str) -> Path:
+    """``path`` with ``~`` expanded and every symlink followed; one line for a path that cannot be."""
+    try:
+        return Path(path).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, a component that is not a folder
+        raise ParameterError(f"{name} {str(path)!r} cannot be resolved ({e}); give a plain folder path") from None
+
+
+def reference_holding(path) -> Path | None:
+    """The committed reference that ``path`` is, or lies inside (its real location), else ``None``.
+
+    Symlinks are followed, and the mark is a file inside the reference, so a second clone's
+    reference, a bind mount of it and any spelling of the path are all found.
+    """
+    p = resolved(path, "the path")
+    for folder in (p, *p.parents):
+        try:
+            if (folder / REFERENCE_MARK).is_file():
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def refuse_reference(path, name: str = "--out", *, allowed: bool = False) -> None:
+    """Refuse, with one line, to write ``path`` when it is or lies inside a committed reference.
+
+    ``allowed`` (``--reference``) admits the reference folder itself, never a folder inside it.
+    """
+    real = resolved(path, name)
+    ref = reference_holding(real)
+    if ref is None or (allowed and ref == real):
+        return
+    where = "is" if ref == real else "lies inside"
+    raise ParameterError(
+        f"{name} {str(path)!r} {where} the committed reference results ({ref}, marked by {REFERENCE_MARK}); "
+        "give another folder (dino-rnn study --reference regenerates the reference on purpose)"
+    )
+
+
+def claim_file(path, name: str, is_ours) -> Path:
+    """Check, before any work, that a writer may write the single file ``path``; returns it resolved.
+
+    Refused with one line: a path in the committed reference, a folder, a file that
+    ``is_ours(path)`` does not recognise as this writer's own (never overwritten), a folder
+    that cannot be written.
+    """
+    refuse_reference(path, name)
+    p = resolved(path, name)
+    refuse_work_folder(p, name)
+    if p.is_dir():
+        raise ParameterError(f"{name} {str(path)!r} is a folder; give a file path")
+    if p.exists() and not is_ours(p):
+        raise ParameterError(
+            f"{name} {str(path)!r} exists and was not written by this command; give a new file name, or move it away"
+        )
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=p.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ParameterError(f"{name} {str(path)!r}: cannot write in its folder ({e.strerror}); give another path") from None
+    return p
+
+
+def refuse_work_folder(path: Path, name: str) -> None:
+    """Refuse a results folder inside a run's hidden work folder (``.NAME.dino-rnn``)."""
+    inside = [f for f in (path, *path.parents) if f.name.startswith(".") and f.name.endswith(".dino-rnn")]
+    if inside:
+        raise ParameterError(f"{name} {str(path)!r} lies inside {inside[0]}, a hidden folder where dino-rnn "
+                             "keeps a run's work; give a folder outside it")
+
+
+def check_name(path: Path, name: str) -> None:
+    """Refuse a folder name too long for the work folder beside it."""
+    if len(os.fsencode(path.name)) > MAX_NAME_BYTES:
+        raise ParameterError(
+            f"{name} name {path.name[:40]!r}... is {len(os.fsencode(path.name))} bytes long; a run keeps a hidden "
+            f"folder .NAME.dino-rnn beside it, so give a name of at most {MAX_NAME_BYTES} bytes"
+        )
+
+
+def check_same_filesystem(path: Path, name: str) -> None:
+    """Refuse a folder that is a mount point: its files are swapped with folders beside it."""
+    if path.is_dir() and os.path.ismount(path):
+        raise ParameterError(
+            f"{name} {str(path)!r} is a mount point; a run moves files between it and a hidden folder "
+            f"beside it on the same file system, so give a folder inside it (e.g. {str(path / 'results')!r})"
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -164,10 +276,23 @@ def _safe(rel: str) -> bool:
     return bool(rel) and not p.is_absolute() and ".." not in p.parts and rel != MANIFEST
 
 
-def write_manifest(folder: Path) -> list[str]:
-    files = [f for f in files_in(folder) if f not in (MANIFEST, MARKER)]
-    write_json(folder / MANIFEST, {"written_by": "dino-rnn study", "files": files})
+def write_manifest(folder: Path, writer: str = "dino-rnn study") -> list[str]:
+    files = [f for f in files_in(folder) if f not in OWN_MARKS]
+    write_json(folder / MANIFEST, {"written_by": writer, "files": files})
     return files
+
+
+def writer_of(folder: Path) -> str | None:
+    """The command whose manifest ``folder`` holds (``None`` without a readable one)."""
+    try:
+        writer = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8")).get("written_by")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return writer if isinstance(writer, str) else None
+
+
+def _shown(files: list[str]) -> str:
+    return ", ".join(repr(f) for f in files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
 
 
 # ---------------------------------------------------------------------------
@@ -176,40 +301,55 @@ def write_manifest(folder: Path) -> list[str]:
 
 
 class ResultsFolder:
-    """A results folder (``--out``) a study owns: ownership checks, the lock, staging and the swap."""
+    """A results folder (``--out``) a study owns: ownership checks, the lock, staging and the swap.
 
-    def __init__(self, path, name: str = "--out"):
+    The one rule behind every step: a run deletes only files a manifest lists and folders
+    it marked as its own (staging and temporary folders); anything else it finds is kept.
+    ``reference=True`` admits the committed reference (``--reference``); any other folder that
+    is, or lies inside, a reference is refused on construction, as is a name too long.
+    """
+
+    WRITER = "dino-rnn study"
+
+    def __init__(self, path, name: str = "--out", *, reference: bool = False):
         p = Path(path).expanduser()
         if p.exists() and not p.is_dir():
             raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
         # The real location: a symlinked --out is followed, so the swap happens where the files are.
-        self.path = p.resolve()
+        self.path = resolved(p, name)
         self.name = name
+        check_name(self.path, name)
+        refuse_work_folder(self.path, name)
+        refuse_reference(p, name, allowed=reference)
+        self.reference = reference
         self.work = self.path.parent / f".{self.path.name}.dino-rnn"
         self.notes: list[str] = []  # what recovery or promotion did that the user should hear about
 
     # -- checks ------------------------------------------------------------------
     def foreign_files(self) -> list[str]:
-        """Files in the folder that no study's manifest lists (the manifest itself excluded)."""
+        """Files in the folder that no manifest lists (our own marks excluded)."""
         if not self.path.exists():
             return []
-        present = [f for f in files_in(self.path) if f != MANIFEST]
         owned = set(read_manifest(self.path) or [])
-        return [f for f in present if f not in owned]
+        return [f for f in files_in(self.path) if f not in OWN_MARKS and f not in owned]
 
     def check_owned(self) -> None:
-        """Refuse, with one line, a folder holding files that no study wrote."""
+        """Refuse, with one line, a folder another command wrote, or holding files nobody listed."""
+        if not self.path.exists():
+            return
+        check_same_filesystem(self.path, self.name)
+        writer = writer_of(self.path)
+        if writer not in (None, self.WRITER):
+            raise ParameterError(
+                f"{self.name} {str(self.path)!r} holds the results of {writer!r}, not of {self.WRITER}; "
+                "give a new or empty folder"
+            )
         foreign = self.foreign_files()
         if not foreign:
             return
-        shown = ", ".join(repr(f) for f in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        if (self.path / MANIFEST).exists():
-            what = f"holds files that dino-rnn study did not write ({shown})"
-        else:
-            what = f"is not empty and was not written by dino-rnn study (it holds {shown})"
         raise ParameterError(
-            f"{self.name} {str(self.path)!r} {what}; "
-            "a study replaces its whole folder, so give a new or empty folder, or move those files out"
+            f"{self.name} {str(self.path)!r} holds files that {self.WRITER} did not write ({_shown(foreign)}); "
+            "give a new or empty folder, or move those files out"
         )
 
     def _make_work(self) -> None:
@@ -222,19 +362,33 @@ class ResultsFolder:
                 "give a folder inside one you can write to"
             ) from None
 
+    def check_writable(self) -> None:
+        """Refuse, before any work, a folder (or the one beside it) this process cannot write."""
+        self._make_work()
+        for d in (self.work, self.path) if self.path.is_dir() else (self.work,):
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=d)
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as e:
+                raise ParameterError(
+                    f"{self.name} {str(self.path)!r}: cannot write in {str(d)!r} ({e.strerror}); "
+                    "give a folder you can write to, or fix its permissions"
+                ) from None
+
     # -- the lock ----------------------------------------------------------------
     @contextmanager
     def lock(self, command: str = "dino-rnn study"):
-        """Hold the folder for one study; a second one is refused at once, naming the holder."""
+        """Hold the folder for one run; a second one is refused at once, naming the holder."""
         from filelock import FileLock, Timeout
 
-        self._make_work()
+        self.check_writable()
         lock = FileLock(str(self.work / LOCK), timeout=0)
         try:
             lock.acquire()
         except Timeout:
             raise ParameterError(
-                f"{self.name} {str(self.path)!r} is in use by another study ({self._holder()}); "
+                f"{self.name} {str(self.path)!r} is in use by another run ({self._holder()}); "
                 "wait for it to finish, or give another folder"
             ) from None
         try:
@@ -260,13 +414,17 @@ class ResultsFolder:
             return "its details are not readable yet"
 
     # -- staging and the swap ----------------------------------------------------
-    def new_staging(self) -> Path:
-        """An empty folder for a new run, beside ``--out`` (same file system), marked as staging."""
+    def new_marked(self, prefix: str) -> Path:
+        """A new empty folder in the work folder, marked as this run's own (removed when done or recovered)."""
         self._make_work()
-        d = self.work / f"staging-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        d = self.work / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{os.urandom(3).hex()}"
         d.mkdir()
         (d / MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
         return d
+
+    def new_staging(self) -> Path:
+        """An empty folder for a new run, beside ``--out`` (same file system), marked as staging."""
+        return self.new_marked("staging")
 
     def promote(self, staging: Path) -> None:
         """Make a finished run's staging folder the results, in one step; then discard the old ones.
@@ -274,7 +432,9 @@ class ResultsFolder:
         Order: write the manifest, unmark the folder, swap (or, for a first run, rename).
         A kill before the swap leaves the old results in place; after it, the new ones.
         """
-        write_manifest(staging)
+        if self.reference:
+            (staging / REFERENCE_MARK).write_text(_REFERENCE_TEXT, encoding="utf-8")
+        write_manifest(staging, self.WRITER)
         unlink(staging / MARKER)
         if self.path.exists():
             try:
@@ -295,7 +455,7 @@ class ResultsFolder:
         if old is not None:
             # The new results are in place: a failure from here on only leaves old files beside them.
             try:
-                self.discard(old)
+                self.discard_replaced(old)
             except OSError as e:
                 self.notes.append(f"could not remove all of the previous results ({e}); the next run will")
 
@@ -304,69 +464,76 @@ class ResultsFolder:
 
         The manifest first lists the new ``files`` (paths in the results folder), so a kill at
         any moment leaves only files it lists; then the two folders are swapped in one step
-        (two renames where that is not available). The previous sub-folder ends up at
-        ``staged``, for the caller to discard with its staging folder.
+        (two renames where that is not available). Of the previous sub-folder, the files the
+        manifest listed are deleted and anything else is moved back into the new one.
         """
         listed = read_manifest(self.path) or []
         if set(files) - set(listed):
-            write_json(self.path / MANIFEST, {"written_by": "dino-rnn study", "files": sorted(set(listed) | set(files))})
+            write_json(self.path / MANIFEST, {"written_by": self.WRITER, "files": sorted(set(listed) | set(files))})
         target = self.path / sub
         if not target.exists():
             rename(staged, target)
             return
         try:
             exchange(staged, target)
+            old = staged
         except NotImplementedError:
             old = staged.with_name(f"{staged.name}.previous")
             rename(target, old)
             rename(staged, target)
+        for rel in files_in(old):  # the previous sub-folder: listed files go, anything else comes back
+            if f"{sub}/{rel}" in listed:
+                unlink(old / rel)
+        self._carry_back(old, self.path / sub)
+        _prune_empty(old)
 
-    def abandon(self, staging: Path) -> None:
-        """Remove a staging folder of this process's own run (interrupted or failed)."""
-        if staging.exists():
-            self.discard(staging)
+    def abandon(self, marked: Path) -> None:
+        """Remove a folder this run marked as its own (staging, temporary), if it is still there."""
+        if (marked / MARKER).is_file():
+            _remove_marked(marked)
+        elif marked.exists():
+            self.discard_replaced(marked)
 
     # -- cleaning up ----------------------------------------------------------------
-    def discard(self, folder: Path) -> None:
-        """Delete what a run owns in ``folder`` (staging or replaced results); keep everything else.
+    def discard_replaced(self, folder: Path) -> None:
+        """Delete the files a replaced results folder's manifest lists; move anything else back.
 
-        A marked staging folder is entirely the run's own and goes, as does a folder with
-        neither mark nor manifest (files a killed run's worker wrote after its staging
-        folder was removed). A replaced results folder loses exactly the files its manifest
-        lists; anything else in it (say, a file someone saved there during the run) is moved
-        back into ``--out``, and only then does the manifest go.
+        Whatever no manifest lists (a file someone saved into the folder during the run, or
+        every file of a folder that had no manifest) is moved back into ``--out`` (under
+        ``kept-DATE/`` where a file of that name exists), and only then does the manifest go.
         """
-        listed = read_manifest(folder)
-        if (folder / MARKER).exists() or listed is None:
-            # A staging folder, or what a killed run's last processes wrote after it was
-            # removed: never a user's file, since those only ever sit beside a manifest.
-            rmtree(folder)
-            return
-        for rel in listed:
+        for rel in read_manifest(folder) or []:
             p = folder / rel
             if p.is_file() or p.is_symlink():
                 unlink(p)
-        self._carry_back(folder)  # before the manifest goes, so a kill here repeats this step
-        unlink(folder / MANIFEST)
+        for mark in (REFERENCE_MARK, MARKER):
+            if (folder / mark).is_file():
+                unlink(folder / mark)
+        self._carry_back(folder, self.path)  # before the manifest goes, so a kill here repeats this step
+        if (folder / MANIFEST).exists():
+            unlink(folder / MANIFEST)
         _prune_empty(folder)
 
-    def _carry_back(self, folder: Path) -> None:
+    def _carry_back(self, folder: Path, into: Path) -> None:
+        """Move every file of ``folder`` (our marks aside) into ``into``, beside what is there."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for rel in files_in(folder):
-            if rel in (MANIFEST, MARKER):
+            if rel in OWN_MARKS:
                 continue
-            dest = self.path / rel
+            dest = into / rel
             if dest.exists() or dest.is_symlink():
-                dest = self.path / f"kept-{stamp}" / rel
+                dest = into / f"kept-{stamp}" / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             rename(folder / rel, dest)
-            self.notes.append(f"kept {dest} (it was not written by the study)")
+            self.notes.append(f"kept {dest} (it was not written by {self.WRITER})")
 
     def recover(self) -> None:
         """Clean up after runs that were killed (call with the lock held).
 
-        A results folder caught between the two renames of the fallback is put back
-        first; every other leftover is discarded under :meth:`discard`'s rules.
+        A results folder caught between the two renames of the fallback is put back first.
+        Then every folder of the work folder that a run marked as its own is removed, every
+        replaced results folder (it holds a manifest) goes under :meth:`discard_replaced`'s
+        rules, and anything else is left where it is, with a note.
         """
         if not self.work.is_dir():
             return
@@ -383,7 +550,38 @@ class ResultsFolder:
                     leftovers.remove(d)
                     break
         for d in leftovers:
-            self.discard(d)
+            if (d / MARKER).is_file():
+                _remove_marked(d)
+            elif (d / MANIFEST).exists():
+                self.discard_replaced(d)
+            elif not files_in(d):
+                _prune_empty(d)
+            else:
+                self.notes.append(f"left {d} alone (not a folder of ours; move it if you need it)")
+
+
+_REFERENCE_TEXT = (
+    "This folder holds the committed reference results of dino-rnn.\n"
+    "Every dino-rnn writer refuses it (and any folder inside it) unless asked with --reference.\n"
+)
+
+
+def _remove_marked(folder: Path) -> None:
+    """Remove a marked folder, its mark last: a removal cut short leaves it marked, never a
+    folder of unmarked files that the next run would keep as someone else's."""
+    for entry in folder.iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            rmtree(entry)
+        else:
+            unlink(entry)
+    unlink(folder / MARKER)
+    try:
+        rmdir(folder)
+    except OSError:  # a process still writing there made a new file: mark the folder again
+        (folder / MARKER).write_text(f"{os.getpid()}\n", encoding="utf-8")
+        raise
 
 
 def _prune_empty(folder: Path) -> None:
@@ -436,30 +634,11 @@ class IncrementalFolder(ResultsFolder):
       metrics) last, so its presence means the whole piece is there.
     """
 
+    WRITER = SWEEP_WRITER
+
     def __init__(self, path, name: str = "--out"):
         super().__init__(path, name)
         self._incoming: Path | None = None
-
-    def check_owned(self) -> None:
-        """Refuse, with one line, a folder holding files no sweep wrote (or written by another command)."""
-        if not self.path.exists():
-            return
-        try:
-            writer = json.loads((self.path / MANIFEST).read_text(encoding="utf-8")).get("written_by")
-        except (OSError, ValueError, AttributeError):
-            writer = None
-        if writer not in (None, SWEEP_WRITER) and files_in(self.path) != [MANIFEST]:
-            raise ParameterError(
-                f"{self.name} {str(self.path)!r} holds results of {writer!r}, not of a sweep; "
-                "give a new or empty folder, or a folder an earlier dino-rnn sweep wrote"
-            )
-        foreign = self.foreign_files()
-        if foreign:
-            shown = ", ".join(repr(f) for f in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise ParameterError(
-                f"{self.name} {str(self.path)!r} holds files that dino-rnn sweep did not write ({shown}); "
-                "give a new or empty folder, or move those files out"
-            )
 
     def listed(self) -> list[str]:
         """The files the manifest lists (some may be missing: listed before being written)."""
@@ -467,9 +646,7 @@ class IncrementalFolder(ResultsFolder):
 
     def _tmp(self, label: str) -> Path:
         if self._incoming is None or not self._incoming.is_dir():
-            self._make_work()
-            self._incoming = self.work / f"incoming-{os.getpid()}"
-            self._incoming.mkdir(exist_ok=True)
+            self._incoming = self.new_marked("incoming")
         fd, tmp = tempfile.mkstemp(prefix=f"{label}.", suffix=".tmp", dir=self._incoming)
         os.close(fd)
         return Path(tmp)
@@ -493,7 +670,7 @@ class IncrementalFolder(ResultsFolder):
         """The manifest, listing exactly ``files`` (written atomically)."""
         rels = sorted({f for f in files if _safe(f)})
         self.path.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"written_by": SWEEP_WRITER, "files": rels}, indent=1) + "\n"
+        data = json.dumps({"written_by": self.WRITER, "files": rels}, indent=1) + "\n"
         self._write_atomic(self.path / MANIFEST, data.encode("utf-8"))
 
     def put(self, files: dict[str, bytes]) -> list[str]:
@@ -520,7 +697,7 @@ class IncrementalFolder(ResultsFolder):
             self.write_listing(present)
 
     def close(self) -> None:
-        """Remove this process's (empty) temporary folder."""
-        if self._incoming is not None and self._incoming.is_dir():
-            rmtree(self._incoming)
+        """Remove this process's temporary folder."""
+        if self._incoming is not None:
+            self.abandon(self._incoming)
         self._incoming = None

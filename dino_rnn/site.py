@@ -746,14 +746,15 @@ def _same_key(a: dict, b: dict) -> bool:
     return norm(a) == norm(b)
 
 
-def rebuild(results, *, command: str = "dino-rnn report", log=print) -> Path:
+def rebuild(results, *, command: str = "dino-rnn report", log=print, reference: bool = False) -> Path:
     """``dino-rnn report``: rebuild ``html/`` of a study's results folder, training nothing.
 
     Writes only ``RESULTS/html`` (built beside it and swapped in, under the folder's lock, so
     a study or another report never sees half of it) and, if it wrote a file the folder's
-    manifest does not list yet, the manifest. Returns the index page's path.
+    manifest does not list yet, the manifest. ``reference``: the folder may be the committed
+    reference (``--reference``). Returns the index page's path.
     """
-    folder = ResultsFolder(results, name="RESULTS")
+    folder = ResultsFolder(results, name="RESULTS", reference=reference)
     if not folder.path.is_dir():
         raise ParameterError(f"RESULTS {str(results)!r} does not exist; run dino-rnn study first (it writes results/study)")
     if read_manifest(folder.path) is None:

@@ -21,6 +21,7 @@ notebook the same way.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -38,10 +39,10 @@ from tqdm import tqdm
 
 from . import params as P
 from .data import read_names, resolve_data_path, sha256_of, split_names
-from .executor import Executor, TaskFailed
+from .executor import Executor, TaskFailed, check_jobs, removed_after, temporary_files_in
 from .files import write_json
 from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
-from .resultsdir import REFERENCE, STUDY, STUDY_JSON, ResultsFolder
+from .resultsdir import MARKER, REFERENCE, STUDY, STUDY_JSON, ResultsFolder
 from .site import HTML, INDEX, build_site, index_figures, path_substitutions, versions, warm_exporters
 from .warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
 
@@ -333,6 +334,8 @@ def _shown_as_client(f: Path, subs: list[tuple[str, str]]) -> bytes:
 def write_returned(staging: Path, files: dict) -> None:
     """A task's files into ``staging``: only below it (a path that would leave it is refused)."""
     root = Path(os.path.realpath(staging))
+    if not (root / MARKER).is_file():  # the run was given up: never recreate its folder
+        raise FileNotFoundError(f"the staging folder {root} is gone")
     for rel, data in files.items():
         p = Path(rel)
         if not isinstance(rel, str) or not rel or p.is_absolute() or ".." in p.parts or not isinstance(data, bytes):
@@ -342,6 +345,20 @@ def write_returned(staging: Path, files: dict) -> None:
             raise ValueError(f"a task returned a file outside its results folder: {rel!r}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
+
+
+# A notebook that failed for one of these failed for the machine's sake, not its own: the run stops
+# (the previous results stay) instead of making a results folder of failures.
+ROOM_ERRORS = {errno.ENOSPC: "No space left on device", errno.EDQUOT: "Disk quota exceeded",
+               errno.EROFS: "Read-only file system"}
+
+
+def _stop_if_out_of_room(jobs: list[Job]) -> None:
+    """Raise the OSError of a notebook that ran out of disk (or quota), if one did."""
+    for j in jobs:
+        for code, text in ROOM_ERRORS.items():
+            if j.status == "failed" and text in (j.message or ""):
+                raise OSError(code, f"{text} (notebook {j.notebook} seed {j.seed})")
 
 
 def diverged_runs(results_dir) -> list[str]:
@@ -359,16 +376,10 @@ def check_inputs(out, epochs, seeds, max_names, data, jobs, reference=False, cel
     epochs = P.positive_int("--epochs", epochs)
     seeds = P.parse_seeds(seeds)
     max_names = P.positive_int("--max-names", max_names, allow_none=True)
-    jobs = P.positive_int("--jobs", jobs if jobs is not None else (os.cpu_count() or 1))
+    jobs = check_jobs(jobs)  # at most max_jobs() (4 per core, or $DINO_RNN_MAX_JOBS)
     cell_timeout = P.positive_float("--cell-timeout", cell_timeout)
-    folder = ResultsFolder(REFERENCE if reference else (STUDY if out is None else out))
-    if not reference and folder.path == REFERENCE.resolve():
-        raise P.ParameterError(
-            f"{folder.path} holds the committed reference results; "
-            "to regenerate them on purpose, run dino-rnn study --reference"
-        )
-    if folder.path.exists() and os.path.ismount(folder.path):
-        raise P.ParameterError(f"--out {str(folder.path)!r} is a mount point; give a folder inside it")
+    folder = ResultsFolder(REFERENCE if reference else (STUDY if out is None else out), reference=reference)
+    folder.check_owned()
     names, report = read_names(data)  # downloads Dino Names on first use; refuses bad files
     split_names(names, 0)  # refuses too few names
     if not model_notebooks():
@@ -410,11 +421,17 @@ def run_study(
     with folder.lock(command):
         folder.recover()  # what killed runs left beside the folder
         folder.check_owned()  # before any work: never replace files a study did not write
-        # The comparison notebook runs here, last, in a kernel started (and its imports loaded)
-        # while the last notebooks run (None: a fresh kernel for it too).
-        comparison_kernel = None if fresh_kernels else _kernel_pool()
-        # The cluster before any work: a --scheduler that does not answer is refused here.
-        with comparison_kernel or nullcontext(), Executor(scheduler, None if scheduler else jobs, log=log) as ex:
+        # This run's temporary files (this process's, its kernels', a local cluster's) go to a folder
+        # of its own, removed at the end (a killed run's, by the next run's recover()). The comparison
+        # notebook runs here, last, in a kernel started (and its imports loaded) while the last
+        # notebooks run (None: a fresh kernel for it too). The cluster before any work: a
+        # --scheduler that does not answer is refused here.
+        with (
+            removed_after(folder, folder.new_marked("tmp")) as tmp,
+            temporary_files_in(tmp),
+            (nullcontext() if fresh_kernels else _kernel_pool()) as comparison_kernel,
+            Executor(scheduler, None if scheduler else jobs, log=log, tmpdir=None if scheduler else tmp) as ex,
+        ):
             staging = folder.new_staging()
             result = StudyResult(out=str(folder.path), parameters={
                 "epochs": epochs, "seeds": seeds, "max_names": max_names, "data": data_arg,
@@ -533,7 +550,9 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
                     from .site import clean_executed
 
                     clean_executed(job.output, *paths)
-            except Exception as e:
+            except OSError:  # disk full, permissions: the run stops, the previous results stay
+                raise
+            except Exception as e:  # this notebook's files were bad (one outside its folder, say)
                 job.status = "failed"
                 job.message = (job.message + "; " if job.message else "") + f"{type(e).__name__}: {e}".splitlines()[0]
         bar.update()
@@ -542,6 +561,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
                       f"{': ' + job.message if job.message else ''}", file=sys.stdout)
     bar.close()
+    _stop_if_out_of_room(result.jobs)
     closing = None
     if kernels_key:  # the workers' warm kernels of this run, shut down while the report is made
         closing = threading.Thread(target=ex.everywhere, args=(close_pool, kernels_key), daemon=True)

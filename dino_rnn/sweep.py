@@ -25,11 +25,16 @@ point once), with top-level keys as their defaults::
     nonlinearity = ["none", "tanh"]
 
 Keys: ``arch``, ``layers``, ``hidden``, ``lr``, ``nonlinearity``, ``seeds``, ``epochs``,
-``max_names``, ``pairs`` (a single value or a list, except ``seeds``: a list or a range text).
+``max_names``, ``pairs`` (a single value or a list, except ``seeds``: a list or a range text;
+``pairs``: ``"A:B"`` or a list of such texts), at the top or in ``[[grid]]`` tables; and, at the
+top, ``claims``.
 
 Rules, checked before any work (one line, exit status 2): an unknown architecture or key, a
-number out of range, a nonlinearity with no from-scratch cell in its grid, and a grid in which
-the from-scratch cell has no valid point (it has one layer: ``--arch scratch --layers 2``).
+value of the wrong form, an empty list, a grid file that names no key of a point (an empty
+file, or ``pairs`` or ``claims`` alone), a number out of range, a nonlinearity with no
+from-scratch cell in its grid, a grid in which the from-scratch cell has no valid point (it has
+one layer: ``--arch scratch --layers 2``), and more than :data:`MAX_POINTS` (1000) points in
+all, counted from the axes' sizes before any point is built (``DINO_RNN_MAX_POINTS`` raises it).
 Where a grid crosses the from-scratch cell with several layer counts, its points with more than
 one layer are skipped, and the sweep says so in one note. ``nonlinearity`` applies to the
 from-scratch cell only (``tanh``, or ``none``: the published linear recurrence); the other
@@ -42,7 +47,9 @@ its files; the client writes them into ``--out`` through
 :class:`~dino_rnn.resultsdir.IncrementalFolder` (each file complete, the manifest first), the
 metrics JSON last. A point is *finished* when its metrics JSON is there with the same settings
 and the same names file (sha256); a sweep skips finished points, so an interrupted sweep, run
-again, resumes. Where each point's files go::
+again, resumes. The settings are in the point's path; the names file is not, so a folder holds
+one names file's runs, and a sweep on another (other sha256) is refused before any work. Where
+each point's files go::
 
     points/{arch}[-{nonlinearity}]-L{layers}-H{hidden}-lr{lr}-e{epochs}-n{max_names|all}/
         metrics/{arch}-seed{seed}.json   plots/...png   checkpoints/...pt
@@ -75,12 +82,17 @@ from .sweepreport import parse_pair, render, settings_of
 
 NONLINEARITIES = ("tanh", "none")
 AXES = ("arch", "layers", "hidden", "lr", "nonlinearity")
-GRID_KEYS = (*AXES, "seeds", "epochs", "max_names", "pairs")
+POINT_KEYS = (*AXES, "seeds", "epochs", "max_names")  # the keys that say which points run
+GRID_KEYS = (*POINT_KEYS, "pairs")
 # A grid file's top-level ``claims = true`` adds claims.md: the published claims' verdicts (dino_rnn.claims).
 DEFAULTS = {"arch": list(ARCHITECTURES), "layers": [1], "hidden": [64], "lr": [4e-4], "nonlinearity": None,
             "seeds": [0], "epochs": 40, "max_names": None}
 POINTS = "points"
 SWEEP_JSON = "sweep.json"
+# Points per sweep: each is a training run (10 s to minutes of CPU at 40 epochs), so 1000 points is
+# hours to days of work, and a typo such as 100 x 100 x 100 would plan a million of them (over a
+# gigabyte of memory) before refusing. The environment variable DINO_RNN_MAX_POINTS overrides it.
+MAX_POINTS = 1000
 
 
 # ---------------------------------------------------------------------------
@@ -137,33 +149,71 @@ def _list(name: str, value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def expand(grid: dict) -> tuple[list[Point], list[str]]:
-    """One grid's points (checked) and the notes to print; ParameterError for bad input."""
+def max_points() -> int:
+    """The most points a sweep may run: ``$DINO_RNN_MAX_POINTS``, else :data:`MAX_POINTS`."""
+    raw = os.environ.get("DINO_RNN_MAX_POINTS", "").strip()
+    if not raw:
+        return MAX_POINTS
+    n = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
+    if n < 1:
+        raise P.ParameterError(f"DINO_RNN_MAX_POINTS must be a whole number of at least 1, not {raw[:40]!r}")
+    return n
+
+
+def _axes(grid: dict) -> dict:
+    """One grid's checked values, axis by axis (nothing crossed yet); ParameterError for bad input."""
     unknown = set(grid) - set(GRID_KEYS)
     if unknown:
         raise P.ParameterError(f"unknown grid key {sorted(unknown)[0]!r}; use {', '.join(GRID_KEYS)}")
     g = {**DEFAULTS, **{k: v for k, v in grid.items() if v is not None}}
-    archs = [P.choice("--arch", a, ARCHITECTURES) for a in _list("arch", g["arch"])]
-    layers = [P.positive_int("--layers", x) for x in _list("layers", g["layers"])]
-    hidden = [P.positive_int("--hidden", x) for x in _list("hidden", g["hidden"])]
-    lrs = [P.positive_float("--lr", x) for x in _list("lr", g["lr"])]
-    epochs = P.positive_int("--epochs", g["epochs"])
-    max_names = P.positive_int("--max-names", g["max_names"], allow_none=True)
-    seeds = P.parse_seeds(g["seeds"])
-    nls = g["nonlinearity"]
-    if nls is not None:
-        nls = [P.choice("--nonlinearity", x, NONLINEARITIES) for x in _list("nonlinearity", nls)]
-        if "scratch" not in archs:
+    for k in AXES:
+        if g[k] is not None and _list(k, g[k]) == []:
+            raise P.ParameterError(f"--{k} is an empty list; give at least one value")
+    a = {"arch": [P.choice("--arch", x, ARCHITECTURES) for x in _list("arch", g["arch"])],
+         "layers": [P.positive_int("--layers", x) for x in _list("layers", g["layers"])],
+         "hidden": [P.positive_int("--hidden", x) for x in _list("hidden", g["hidden"])],
+         "lr": [P.positive_float("--lr", x) for x in _list("lr", g["lr"])],
+         "epochs": P.positive_int("--epochs", g["epochs"]),
+         "max_names": P.positive_int("--max-names", g["max_names"], allow_none=True),
+         "seeds": P.parse_seeds(g["seeds"]), "nonlinearity": g["nonlinearity"]}
+    if g["nonlinearity"] is not None:
+        a["nonlinearity"] = [P.choice("--nonlinearity", x, NONLINEARITIES) for x in _list("nl", g["nonlinearity"])]
+        if "scratch" not in a["arch"]:
             raise P.ParameterError("--nonlinearity applies to the from-scratch cell only; add --arch scratch or drop it")
-    nls = nls or ["tanh"]
-    for name, xs in (("--arch", archs), ("--layers", layers), ("--hidden", hidden), ("--lr", lrs), ("--nonlinearity", nls)):
-        if len(set(xs)) != len(xs):
-            raise P.ParameterError(f"{name} repeats a value ({' '.join(map(str, xs))}); give each once")
-    if "scratch" in archs and 1 not in layers:
+    a["nonlinearity"] = a["nonlinearity"] or ["tanh"]
+    for k in AXES:
+        if len(set(a[k])) != len(a[k]):
+            raise P.ParameterError(f"--{k} repeats a value ({' '.join(map(str, a[k]))}); give each once")
+    if "scratch" in a["arch"] and 1 not in a["layers"]:
         raise P.ParameterError(
-            f"the from-scratch cell has one layer, and --layers is {' '.join(map(str, layers))}; "
+            f"the from-scratch cell has one layer, and --layers is {' '.join(map(str, a['layers']))}; "
             "add 1 to --layers or drop scratch from --arch"
         )
+    return a
+
+
+def _count(a: dict) -> int:
+    """How many points :func:`_points` makes of the axes ``a`` (computed, not built)."""
+    per_arch = len(a["hidden"]) * len(a["lr"]) * len(a["seeds"])
+    return sum(per_arch * (len(a["nonlinearity"]) if arch == "scratch" else len(a["layers"])) for arch in a["arch"])
+
+
+def check_size(axes: list[dict]) -> None:
+    """Refuse (ParameterError) grids of more than :func:`max_points` points, before any is built."""
+    total, limit = sum(map(_count, axes)), max_points()
+    if total <= limit:
+        return
+    big = max(axes, key=_count)
+    sizes = " x ".join(f"{len(big[k])} {k}" for k in (*AXES, "seeds") if len(big[k]) > 1) or "1"
+    what = f"the grid has {total} points ({sizes})" if len(axes) == 1 else \
+        f"the {len(axes)} grids have up to {total} points (the largest: {sizes})"
+    raise P.ParameterError(f"{what}; a sweep runs at most {limit}, each point a training run "
+                           "(set DINO_RNN_MAX_POINTS=N to allow more)")
+
+
+def _points(a: dict) -> tuple[list[Point], list[str]]:
+    """The points of checked axes ``a`` (see :func:`_axes`), and the notes to print."""
+    archs, layers, hidden, lrs, nls, seeds = (a[k] for k in ("arch", "layers", "hidden", "lr", "nonlinearity", "seeds"))
     notes, points = [], []
     skipped = 0
     for arch in archs:
@@ -174,50 +224,72 @@ def expand(grid: dict) -> tuple[list[Point], list[str]]:
             for H in hidden:
                 for lr in lrs:
                     for nl in (nls if arch == "scratch" else [None]):
-                        points += [Point(arch, L, H, lr, nl, epochs, max_names, s) for s in seeds]
+                        points += [Point(arch, L, H, lr, nl, a["epochs"], a["max_names"], s) for s in seeds]
     if skipped:
         notes.append(f"the from-scratch cell has one layer: its {skipped} points with --layers "
                      f"{' '.join(str(x) for x in layers if x != 1)} are left out of the grid")
     return points, notes
 
 
+def expand(grid: dict) -> tuple[list[Point], list[str]]:
+    """One grid's points (checked, at most :func:`max_points`) and the notes to print; ParameterError for bad input."""
+    a = _axes(grid)
+    check_size([a])
+    return _points(a)
+
+
+def _pairs_in(where: str, value) -> list[str]:
+    """A grid file's ``pairs``: one text ``"A:B"`` or a list of them; ParameterError otherwise."""
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(x, str) for x in items):
+        raise P.ParameterError(f'{where}: \'pairs\' must be a text "A:B" or a list of them '
+                               f'(pairs = "lstm:gru" or pairs = ["lstm:gru", "rnn:gru"]), not {str(value)[:60]!r}')
+    return items
+
+
 def parse_grid_file(path) -> dict:
-    """A TOML grid file as ``{"grids": [...], "pairs": [...]}``; ParameterError for a bad one."""
+    """A TOML grid file as ``{"grids": [...], "pairs": [...], "claims": bool}``; ParameterError for a bad one."""
     import tomllib
 
     p = Path(path).expanduser()
+    where = f"--grid {str(p)!r}"
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise P.ParameterError(f"--grid {str(p)!r} does not exist; give a TOML grid file") from None
+        raise P.ParameterError(f"{where} does not exist; give a TOML grid file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise P.ParameterError(f"--grid {str(p)!r} cannot be read ({e}); give a UTF-8 TOML file") from None
+        raise P.ParameterError(f"{where} cannot be read ({e}); give a UTF-8 TOML file") from None
     except tomllib.TOMLDecodeError as e:
-        raise P.ParameterError(f"--grid {str(p)!r} is not valid TOML ({e})") from None
+        raise P.ParameterError(f"{where} is not valid TOML ({e})") from None
     subs = doc.pop("grid", [{}])
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs) or not subs:
-        raise P.ParameterError(f"--grid {str(p)!r}: 'grid' must be [[grid]] tables")
-    pairs = doc.pop("pairs", [])
+        raise P.ParameterError(f"{where}: 'grid' must be [[grid]] tables")
     claims = doc.pop("claims", False)
     if not isinstance(claims, bool):
-        raise P.ParameterError(f"--grid {str(p)!r}: 'claims' must be true or false")
+        raise P.ParameterError(f"{where}: 'claims' must be true or false")
+    for table in (doc, *subs):
+        unknown = sorted(set(table) - set(GRID_KEYS))
+        if unknown:
+            raise P.ParameterError(f"{where}: unknown grid key {unknown[0]!r}; use {', '.join(GRID_KEYS)} "
+                                   "(and, at the top, claims and [[grid]] tables)")
+    if not any(k in t for t in (doc, *subs) for k in POINT_KEYS):
+        raise P.ParameterError(f"{where} defines no grid; give at least one of {', '.join(POINT_KEYS)} "
+                               "(at the top or in [[grid]] tables)")
+    pairs = _pairs_in(where, doc.pop("pairs", []))
     grids = []
     for s in subs:
-        pairs += _list("pairs", s.pop("pairs", []))
+        pairs += _pairs_in(where, s.pop("pairs", []))
         grids.append({**doc, **s})
-    return {"grids": grids, "pairs": _list("pairs", pairs), "claims": claims}
+    return {"grids": grids, "pairs": list(dict.fromkeys(pairs)), "claims": claims}
 
 
 def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
-    """The union of the grids' points (each once, in order), the parsed pairs and the notes."""
-    points, notes, seen = [], [], set()
-    for g in grids:
-        ps, ns = expand(g)
-        notes += ns
-        for p in ps:
-            if p not in seen:
-                seen.add(p)
-                points.append(p)
+    """The union of the grids' points (each once, in order), the parsed pairs and the notes.
+
+    Every grid and pair is checked, and the number of points (:func:`check_size`), before any
+    point is built.
+    """
+    axes = [_axes(g) for g in grids]
     parsed = []
     for text in pairs:
         try:
@@ -227,6 +299,15 @@ def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
         for side in parsed[-1]:
             if side.get("arch") is not None and side["arch"] not in ARCHITECTURES:
                 raise P.ParameterError(f"--pairs {text!r}: unknown architecture {side['arch']!r}")
+    check_size(axes)
+    points, notes, seen = [], [], set()
+    for a in axes:
+        ps, ns = _points(a)
+        notes += ns
+        for p in ps:
+            if p not in seen:
+                seen.add(p)
+                points.append(p)
     if not pairs:
         parsed = default_pairs(points)
     return points, parsed, notes
@@ -344,8 +425,12 @@ def run_sweep(
     t0 = time.time()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     points, parsed_pairs, notes = plan(grids, pairs)
-    if jobs is not None:
-        P.positive_int("--jobs", jobs)
+    from .executor import check_jobs, check_scheduler
+
+    if scheduler is not None:
+        check_scheduler(scheduler)  # its form, at once; whether a scheduler answers, before any training
+    else:
+        jobs = check_jobs(jobs)
     path = resolve_data_path(data)
     split_names(read_names(path)[0], 0)  # DataError (one line) for an unusable file, before any work
     names_bytes = path.read_bytes()
@@ -360,29 +445,64 @@ def run_sweep(
         folder.check_owned()
         try:
             folder.tidy_listing()
-            listed = set(folder.listed())
+            held = held_points(folder, sha, path)  # refuses a folder of another names file's points
             todo = []
             for p in points:
-                m = _load_json(folder.path / p.metrics_path) if p.metrics_path in listed else None
+                m = held.get(p.metrics_path)
                 (result.skipped if m is not None and p.matches(m, sha) else todo).append(p)
             log(f"sweep: {len(points)} points, {len(result.skipped)} already finished (skipped), "
                 f"{len(todo)} to train -> {folder.path}")
             if todo:
                 _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log)
-            _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path), claims)
+            _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path.absolute()), claims)
         finally:
             folder.close()
     result.seconds = time.time() - t0
     return result
 
 
-def _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log) -> None:
-    if executor is None:
-        from .executor import Executor
+def _sha_of(record) -> str | None:
+    data = record.get("data") if isinstance(record, dict) else None
+    sha = data.get("sha256") if isinstance(data, dict) else None
+    return sha if isinstance(sha, str) else None
 
-        executor = Executor(scheduler=scheduler, workers=jobs, log=log)
+
+def held_points(folder, sha: str, data_path: Path) -> dict[str, dict]:
+    """The metrics JSONs the sweep's folder lists, by path, all of them on the names file ``sha``.
+
+    A folder holds the runs of one names file: where a point's metrics (or ``sweep.json``)
+    record another, ParameterError (one line), so that no finished point is overwritten.
+    """
+    listed = folder.listed()
+    held = {}
+    for rel in listed:
+        if rel.startswith(f"{POINTS}/") and f"/{METRICS}/" in rel and rel.endswith(".json"):
+            m = _load_json(folder.path / rel)
+            if isinstance(m, dict):
+                held[rel] = m
+    report = _load_json(folder.path / SWEEP_JSON) if SWEEP_JSON in listed else None
+    other = next((x for x in map(_sha_of, [report, *held.values()]) if x is not None and x != sha), None)
+    if other is None:
+        return held
+    name = report["data"].get("path") if _sha_of(report) == other else None
+    held_on, again = (f"names file {name!r}", f"--data {name!r}") if isinstance(name, str) else \
+        ("another names file", "the same --data as before")
+    raise P.ParameterError(
+        f"--out {str(folder.path)!r} holds runs on {held_on} (sha256 {other[:16]}...), not on --data "
+        f"{str(data_path)!r} (sha256 {sha[:16]}...); a sweep's folder holds one names file's runs: "
+        f"give another --out, or {again}")
+
+
+def _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log) -> None:
+    from .executor import Executor, removed_after
+
+    tmp = None
+    if executor is None:
+        # A local cluster's temporary files: in a folder of this run's (a killed run's, the next run removes).
+        tmp = None if scheduler else folder.new_marked("tmp")
+        executor = Executor(scheduler=scheduler, workers=jobs, log=log, tmpdir=tmp)
     items = [{"names": names_bytes, "sha256": sha, "point": p} for p in todo]
-    with executor as ex:
+    with removed_after(folder, tmp), executor as ex:
         done = 0
         for i, outcome in ex.run(run_point, items):
             p = todo[i]

@@ -177,6 +177,7 @@ def test_jobs_and_scheduler_together_are_refused(tmp_path, capsys):
 def test_a_task_cannot_write_outside_the_staging_folder(tmp_path, rel):
     staging = tmp_path / "staging"
     staging.mkdir()
+    (staging / S.MARKER).write_text("")
     with pytest.raises(ValueError, match="outside its results folder"):
         S.write_returned(staging, {rel: b"x"})
     assert not (tmp_path / "outside.txt").exists()

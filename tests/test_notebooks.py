@@ -42,7 +42,7 @@ MODEL_PARAMETERS = {
     "MAX_NAMES": None,
     "TEMPERATURE": 0.8,
     "DEVICE": "auto",
-    "RESULTS_DIR": "../results/notebooks",
+    "RESULTS_DIR": None,
     "DATA": None,
     "AUTOGRAD": False,
 }
@@ -50,10 +50,10 @@ EXPECTED_PARAMETERS = {
     **{nb: dict(MODEL_PARAMETERS) for nb in MODELS},
     "01_rnn_from_scratch.ipynb": {**MODEL_PARAMETERS, "NONLINEARITY": "tanh"},
     "06_numpy_nets.ipynb": {k: v for k, v in MODEL_PARAMETERS.items() if k != "NUM_LAYERS"},
-    ANBN: {"SEED": 0, "RESULTS_DIR": "../results/notebooks", "ANBN_EPOCHS": 200, "ANBN_HIDDEN": 50,
+    ANBN: {"SEED": 0, "RESULTS_DIR": None, "ANBN_EPOCHS": 200, "ANBN_HIDDEN": 50,
            "ANBN_RNN_LR": 1e-3, "ANBN_LSTM_LR": 0.1, "ANBN_TORCH_LR": 3e-4, "ANBN_CLIP": 0.25,
            "ANBN_ADAM_CONTROL": True, "AUTOGRAD": False},
-    COMPARISON: {"RESULTS_DIR": "../results/notebooks", "REFERENCE_DIR": "../results/reference"},
+    COMPARISON: {"RESULTS_DIR": None, "REFERENCE_DIR": "../results/reference"},
 }
 
 SMOKE = {"EPOCHS": 1, "MAX_NAMES": 30, "SEED": 0}

@@ -100,7 +100,7 @@ def test_a_folder_with_files_no_study_wrote_is_refused_untouched(tmp_path, with_
         R.ResultsFolder(out).check_owned()
     msg = str(e.value)
     assert "\n" not in msg and "'html/index.html'" in msg and "give a new or empty folder" in msg
-    assert ("holds files that dino-rnn study did not write" if with_manifest else "is not empty and was not written") in msg
+    assert "holds files that dino-rnn study did not write" in msg
     assert content(out) == before
 
 
@@ -316,7 +316,7 @@ def test_a_second_study_is_refused_and_a_dead_one_does_not_block(tmp_path):
             with R.ResultsFolder(out).lock():
                 pass
         msg = str(e.value)
-        assert "\n" not in msg and "in use by another study" in msg
+        assert "\n" not in msg and "in use by another run" in msg
         assert f"pid {holder.pid}" in msg and "dino-rnn study --seeds 0-4" in msg
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -325,14 +325,28 @@ def test_a_second_study_is_refused_and_a_dead_one_does_not_block(tmp_path):
         pass
 
 
-def test_what_a_killed_runs_last_processes_wrote_is_removed_not_carried_in(tmp_path):
-    """A worker that outlived its killed study recreated part of its staging folder (no mark, no
-    manifest): that is debris, never a user's file; the results stay as they were."""
+def test_a_folder_in_the_work_folder_that_is_not_ours_is_left_alone(tmp_path):
+    """Neither marked as a run's own nor a replaced results folder: a file someone put in the
+    hidden work folder. Recovery keeps it, says so, and leaves the results as they were."""
     out = tmp_path / "out"
     earlier_study(out)
     f = R.ResultsFolder(out)
-    debris = f.work / "staging-20260101-000000-123"
-    write(debris, {"html/seed0/01_quick.html": b"<html>late</html>"})
+    theirs = f.work / "staging-20260101-000000-123"
+    write(theirs, {"notes/mine.txt": b"my notes"})
     with f.lock():
         f.recover()
-    assert content(out) == OLD and leftovers(f) == []
+    assert content(out) == OLD and leftovers(f) == [theirs.name]
+    assert (theirs / "notes" / "mine.txt").read_bytes() == b"my notes"
+    assert any("left" in n and theirs.name in n for n in f.notes)
+
+
+def test_a_task_never_recreates_a_staging_folder_that_is_gone(tmp_path):
+    """A worker's files arriving after its run gave up its staging folder are refused, not written."""
+    from dino_rnn.study import write_returned
+
+    f = R.ResultsFolder(tmp_path / "out")
+    staging = f.new_staging()
+    f.abandon(staging)
+    with pytest.raises(FileNotFoundError):
+        write_returned(staging, {"metrics/late.json": b"{}"})
+    assert not staging.exists()

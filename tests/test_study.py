@@ -137,7 +137,7 @@ def test_a_study_refuses_a_folder_it_did_not_write(tmp_path):
     before = snapshot(out)
     rc, _, err = run_cli("study", "--smoke", "--out", str(out))
     assert rc == 2 and err.count("\n") == 1 and err.startswith("dino-rnn: error: ")
-    assert "is not empty and was not written by dino-rnn study" in err and "'plots/figure1.png'" in err
+    assert "holds files that dino-rnn study did not write" in err and "'plots/figure1.png'" in err
     assert "give a new or empty folder" in err
     assert snapshot(out) == before
     assert not R.ResultsFolder(out).work.exists()  # nothing written beside it either
@@ -146,9 +146,11 @@ def test_a_study_refuses_a_folder_it_did_not_write(tmp_path):
 def test_the_committed_reference_is_written_only_when_asked(tmp_path, notebook_dir, monkeypatch, capsys):
     ref = tmp_path / "reference"
     monkeypatch.setattr(S, "REFERENCE", ref)
-    before = previous_results(ref)
+    previous_results(ref)
+    (ref / R.REFERENCE_MARK).write_text("the committed reference\n")
+    before = snapshot(ref)
     assert main(["study", "--out", str(ref), "--epochs", "1"]) == 2
-    assert "holds the committed reference results" in capsys.readouterr().err
+    assert "the committed reference results" in capsys.readouterr().err
     assert snapshot(ref) == before
     nbformat.write(notebook("print('ran')"), notebook_dir / "01_quick.ipynb")
     main(["study", "--reference", "--seeds", "0", "--epochs", "1", "--jobs", "1"])
@@ -207,7 +209,7 @@ def test_a_rerun_replaces_the_earlier_run_and_a_concurrent_one_is_refused(tmp_pa
         rc, _, err = run_cli("study", "--epochs", "1", "--out", str(out), "--jobs", "1")
         assert time.time() - t0 < 30  # refused at once, not after waiting
         assert rc == 2 and err.count("\n") == 1
-        assert "is in use by another study" in err and f"pid {running.pid}" in err
+        assert "is in use by another run" in err and f"pid {running.pid}" in err
         assert snapshot(out) == first
     finally:
         running.send_signal(signal.SIGKILL)

@@ -189,7 +189,7 @@ def test_a_folder_with_files_no_sweep_wrote_is_refused(tmp_path):
     study.mkdir()
     (study / "comparison.md").write_text("x")
     (study / MANIFEST).write_text(json.dumps({"written_by": "dino-rnn study", "files": ["comparison.md"]}))
-    with pytest.raises(ParameterError, match="not of a sweep"):
+    with pytest.raises(ParameterError, match="not of dino-rnn sweep"):
         S.run_sweep(study, [GRID], executor=SerialExecutor())
     assert (out / "notes.txt").read_text() == "mine" and files_in(out) == ["notes.txt"]
 
@@ -244,12 +244,15 @@ def test_resume_skips_finished_points_and_leaves_their_files_alone(swept, tmp_pa
     for f, (data, mtime) in before.items():
         assert (out / f).read_bytes() == data and (out / f).stat().st_mtime_ns == mtime
     assert json.loads((out / "sweep.json").read_text())["counts"]["skipped"] == 6
-    # a point whose settings differ (another names file) is not taken for a finished one
+    # another names file is refused (the folder holds one names file's runs), before any work
     other = tmp_path / "names.txt"
     other.write_text("\n".join(Path(DATA).read_text().splitlines()[:300]) + "\n")
-    again = S.run_sweep(out, [{**GRID, "seeds": "0", "arch": "rnn"}], data=other, executor=SerialExecutor(),
-                        log=lambda *a: None)
-    assert not again.skipped and len(again.trained) == 1
+    ex = SerialExecutor()
+    with pytest.raises(ParameterError, match="holds runs on names file"):
+        S.run_sweep(out, [{**GRID, "seeds": "0", "arch": "rnn"}], data=other, executor=ex, log=lambda *a: None)
+    assert not ex.items
+    for f, (data, mtime) in before.items():
+        assert (out / f).read_bytes() == data and (out / f).stat().st_mtime_ns == mtime
 
 
 def test_a_failing_point_is_reported_and_the_others_finish(tmp_path, monkeypatch):
@@ -328,10 +331,10 @@ def test_the_incremental_folder_cleans_what_a_killed_run_left(tmp_path):
         f.put({"a/b.txt": b"one", "c.txt": b"two"})
         f.close()
     # a run killed mid-write: a temporary file in the work folder, a listed file not yet written
-    (f.work / "incoming-99999").mkdir()
-    (f.work / "incoming-99999" / "b.txt.x.tmp").write_bytes(b"on")
+    f._tmp("b.txt").write_bytes(b"on")  # in the run's marked incoming-* folder, which its death leaves
+    f._incoming = None
     f.write_listing(["a/b.txt", "c.txt", "d.txt"])
-    f.close()
+    f._incoming = None
     g = IncrementalFolder(tmp_path / "out")
     g.check_owned()
     with g.lock():
