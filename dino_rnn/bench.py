@@ -526,6 +526,17 @@ def _written_here(path: Path) -> bool:
     return text.startswith(TITLE + "\n")
 
 
+def _claim_out(args) -> bool:
+    """``--out`` and the ``.json`` beside it checked before any work (see :func:`claim_file`)."""
+    try:
+        args.out = claim_file(args.out, "--out", _written_here)
+        claim_file(args.out.with_suffix(".json"), "--out's .json", _written_here)
+    except ParameterError as e:
+        print(f"dino-rnn bench: error: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dino-rnn bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs-timed", type=int, default=2, help="timed epochs per worker process (default 2)")
@@ -547,13 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.arch, args.epochs_timed, args.data)), flush=True)
         return 0
-    if args.out:
-        try:
-            args.out = claim_file(args.out, "--out", _written_here)
-            claim_file(args.out.with_suffix(".json"), "--out's .json", _written_here)
-        except ParameterError as e:
-            print(f"dino-rnn bench: error: {e}", file=sys.stderr)
-            return 2
+    if args.out and not _claim_out(args):
+        return 2
 
     t0 = time.perf_counter()
     args.load_start = _load()

@@ -46,7 +46,7 @@ import torch
 
 from . import params as P
 from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
-from .resultsdir import CHECKPOINTS, METRICS, NOTEBOOK_RESULTS, result_paths
+from .resultsdir import CHECKPOINTS, METRICS, NOTEBOOK_RESULTS, output_dir, result_paths
 from .files import atomic_path, save_figure, write_json
 from .models import ARCHITECTURES, LABELS, build_model, count_parameters
 from .sample import new_share, sample_names
@@ -91,7 +91,7 @@ class Experiment:
         self.nonlinearity = P.choice("NONLINEARITY", nonlinearity, ("tanh", "none"))
         self.device_name = P.device(device)
         self.autograd = P.boolean("AUTOGRAD", autograd)
-        self.results_dir = P.output_dir(results_dir)
+        self.results_dir = output_dir(results_dir)
         self.data = data
         self.progress = progress
         self.paths = result_paths(self.results_dir, self.arch, self.seed, self.checkpoint_suffix)

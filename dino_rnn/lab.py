@@ -50,7 +50,7 @@ from . import params as P
 from .data import DataError, Vocab, make_pair
 from .experiment import Experiment, checkpoint_bytes
 from .report import ANBN_LABELS, plot_anbn
-from .resultsdir import NOTEBOOK_RESULTS, anbn_paths
+from .resultsdir import NOTEBOOK_RESULTS, anbn_paths, output_dir
 from .files import save_figure, write_json
 from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
 from .steps import numpy_step
@@ -246,7 +246,7 @@ def run_anbn(
     clip = P.positive_float("ANBN_CLIP", clip)
     autograd = P.boolean("AUTOGRAD", autograd)
     data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
-    results_dir = P.output_dir(results_dir)
+    results_dir = output_dir(results_dir)
 
     train, valid, test = anbn.split(anbn.generate(anbn.N_SEQUENCES, data_seed))
     V = len(anbn.TOKENS)

@@ -6,10 +6,10 @@ bad value and what to give instead — before any data is read or any model is t
 Seeds are whole numbers from 0 to 2**64-1 (the largest seed torch accepts); a study runs
 at most :data:`MAX_SEEDS` (100) of them unless ``DINO_RNN_MAX_SEEDS`` allows more.
 
-The notebooks' own checks are here too: :func:`check_names` (a parameter the notebook does
-not have, e.g. a misspelt ``-p EPOCSH 2``, is refused naming the nearest one, against the
-table :data:`NOTEBOOK_PARAMETERS`) and :func:`results_dir` (where ``RESULTS_DIR = None``
-writes: found from the notebook's place, never from the current folder).
+The notebooks' own check is here too: :func:`check_names` (a parameter the notebook does not
+have, e.g. a misspelt ``-p EPOCSH 2``, is refused naming the nearest one, against the table
+:data:`NOTEBOOK_PARAMETERS`). Where a notebook writes (``RESULTS_DIR``) is for
+:mod:`dino_rnn.resultsdir` to say (``results_dir``, ``output_dir``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import difflib
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 
 
@@ -108,27 +107,6 @@ def device(value) -> str:
         if not torch.cuda.is_available():
             raise ParameterError(f"DEVICE={value!r} but this machine has no CUDA device; use 'auto' or 'cpu'")
     return value
-
-
-def output_dir(value, name: str = "RESULTS_DIR") -> Path:
-    """A folder we can write to: created if missing; a file, a read-only folder, or the
-    committed reference (or a folder inside it, however reached) is refused."""
-    from .resultsdir import refuse_reference  # resultsdir imports this module
-
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ParameterError(f"{name} must be a folder path, not {value!r}")
-    p = Path(value).expanduser()
-    refuse_reference(p, name)  # before anything is created there
-    if p.exists() and not p.is_dir():
-        raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=p)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise ParameterError(f"{name} {str(p)!r} is not writable ({e.strerror}); give a folder you can write to") from None
-    return p
 
 
 def parse_seeds(text) -> list[int]:
@@ -234,43 +212,3 @@ def check_names(namespace, notebook: str) -> None:
         hint = f"did you mean {near[0]}?" if near else f"its parameters are {', '.join(declared)}"
         lines.append(f"{_shorten(name, 40)} is not a parameter of {notebook}; {hint}")
     raise ParameterError("; ".join(lines))
-
-
-def notebook_file(notebook: str) -> Path | None:
-    """This notebook's file when Jupyter says which it is, else ``None``.
-
-    jupyter_server 2 starts a notebook's kernel with ``JPY_SESSION_NAME`` set to the
-    notebook's path; it counts only when it names an existing ``{notebook}.ipynb`` (a kernel
-    started by a command run from another notebook inherits that notebook's).
-    """
-    raw = os.environ.get("JPY_SESSION_NAME", "")
-    if not raw.endswith(".ipynb"):
-        return None
-    p = Path(raw).expanduser()
-    for candidate in ([p] if p.is_absolute() else [Path.cwd() / p, Path.cwd() / p.name]):
-        if candidate.stem == notebook and candidate.is_file():
-            return candidate.resolve()
-    return None
-
-
-def results_dir(value, notebook: str) -> Path | str:
-    """``RESULTS_DIR`` as given, or for ``None`` the notebooks' results folder, never cwd-relative.
-
-    ``None`` is, in this order: ``<project>/results/notebooks`` of the project whose
-    ``notebooks/`` holds this notebook, when Jupyter says which file it is (else
-    ``dino_rnn_results/`` beside that file); the project the package is installed from
-    (``results/notebooks`` of an editable install in a clone); ``dino_rnn_results/`` in the
-    current folder (a package installed from an index, used elsewhere).
-    """
-    from .resultsdir import NOTEBOOK_RESULTS, ROOT  # resultsdir imports this module
-
-    if value is not None:
-        return value
-    nb = notebook_file(notebook)
-    if nb is not None:
-        project = nb.parent.parent
-        in_project = nb.parent.name == "notebooks" and (project / "dino_rnn" / "__init__.py").is_file()
-        return project / "results" / "notebooks" if in_project else nb.parent / "dino_rnn_results"
-    if (ROOT / "notebooks").is_dir():
-        return NOTEBOOK_RESULTS
-    return Path.cwd() / "dino_rnn_results"

@@ -169,6 +169,64 @@ def claim_file(path, name: str, is_ours) -> Path:
     return p
 
 
+def output_dir(value, name: str = "RESULTS_DIR") -> Path:
+    """A folder we can write to: created if missing; a file, a read-only folder, or the
+    committed reference (or a folder inside it, however reached) is refused."""
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ParameterError(f"{name} must be a folder path, not {value!r}")
+    p = Path(value).expanduser()
+    refuse_reference(p, name)  # before anything is created there
+    if p.exists() and not p.is_dir():
+        raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=p)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ParameterError(f"{name} {str(p)!r} is not writable ({e.strerror}); give a folder you can write to") from None
+    return p
+
+
+
+def notebook_file(notebook: str) -> Path | None:
+    """This notebook's file when Jupyter says which it is, else ``None``.
+
+    jupyter_server 2 starts a notebook's kernel with ``JPY_SESSION_NAME`` set to the
+    notebook's path; it counts only when it names an existing ``{notebook}.ipynb`` (a kernel
+    started by a command run from another notebook inherits that notebook's).
+    """
+    raw = os.environ.get("JPY_SESSION_NAME", "")
+    if not raw.endswith(".ipynb"):
+        return None
+    p = Path(raw).expanduser()
+    for candidate in ([p] if p.is_absolute() else [Path.cwd() / p, Path.cwd() / p.name]):
+        if candidate.stem == notebook and candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def results_dir(value, notebook: str) -> Path | str:
+    """``RESULTS_DIR`` as given, or for ``None`` the notebooks' results folder, never cwd-relative.
+
+    ``None`` is, in this order: ``<project>/results/notebooks`` of the project whose
+    ``notebooks/`` holds this notebook, when Jupyter says which file it is (else
+    ``dino_rnn_results/`` beside that file); the project the package is installed from
+    (``results/notebooks`` of an editable install in a clone); ``dino_rnn_results/`` in the
+    current folder (a package installed from an index, used elsewhere).
+    """
+    if value is not None:
+        return value
+    nb = notebook_file(notebook)
+    if nb is not None:
+        project = nb.parent.parent
+        in_project = nb.parent.name == "notebooks" and (project / "dino_rnn" / "__init__.py").is_file()
+        return project / "results" / "notebooks" if in_project else nb.parent / "dino_rnn_results"
+    if (ROOT / "notebooks").is_dir():
+        return NOTEBOOK_RESULTS
+    return Path.cwd() / "dino_rnn_results"
+
+
 def refuse_work_folder(path: Path, name: str) -> None:
     """Refuse a results folder inside a run's hidden work folder (``.NAME.dino-rnn``)."""
     inside = [f for f in (path, *path.parents) if f.name.startswith(".") and f.name.endswith(".dino-rnn")]

@@ -4,6 +4,7 @@ data/dino_names.txt downloaded (checksum-verified) from $DINO_RNN_DATA_URL on fi
 import subprocess
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from dino_rnn.data import Vocab, load_names, resolve_data_path
@@ -54,3 +55,13 @@ def committed_files(pattern: str = "") -> list[str]:
     p = subprocess.run(["git", "ls-tree", "-r", "--name-only", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0, "run the tests from a git checkout"
     return [f for f in p.stdout.splitlines() if f.startswith(pattern)]
+
+
+def notebook(*sources, params="EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\n"):
+    """A notebook whose first code cell (tagged ``parameters``) is ``params``, then ``sources``."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
+    return nb

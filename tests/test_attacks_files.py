@@ -18,43 +18,19 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import notebook
+from test_study import RUN, snapshot
+from test_study import previous_results as earlier_study
+
 from dino_rnn import resultsdir as R
-from dino_rnn.sweep import main as _sweep_main  # noqa: F401  (the CLI below imports it too)
 
 ROOT = Path(__file__).resolve().parent.parent
-# A study of the notebooks in argv[1] into argv[2], as `dino-rnn study` runs it (its own process).
-RUN = (
-    "import sys, pathlib, dino_rnn.study as S; S.NOTEBOOK_DIR = pathlib.Path(sys.argv[1]);"
-    "from dino_rnn.cli import main; sys.exit(main(['study', '--out', sys.argv[2], *sys.argv[3:]]))"
-)
 SETPRIV = shutil.which("setpriv")
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-
-
-def notebook(*sources, params="EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\n"):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
-    return nb
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file below ``folder`` and its bytes."""
-    return {f: (folder / f).read_bytes() for f in R.files_in(folder)} if folder.exists() else {}
-
-
-def earlier_study(out: Path) -> dict:
-    (out / "metrics").mkdir(parents=True)
-    (out / "comparison.md").write_bytes(b"# earlier results\n")
-    (out / "metrics" / "old-seed0.json").write_bytes(b"{}\n")
-    R.write_manifest(out)
-    return snapshot(out)
 
 
 def child_env(tmp_path: Path) -> dict:

@@ -75,8 +75,9 @@ def test_the_cell_after_the_parameters_checks_the_names_first(path):
     """Before any other statement: the names checked and RESULTS_DIR resolved, for this notebook."""
     source = code_cells(path)[1].source
     lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[:3] == ["from dino_rnn import params as P", f'P.check_names(globals(), "{path.stem}")',
-                         f'RESULTS_DIR = P.results_dir(RESULTS_DIR, "{path.stem}")'], path.name
+    assert lines[0] == "from dino_rnn import params as P" and lines[1].startswith("from dino_rnn.resultsdir import ")
+    assert lines[2:4] == [f'P.check_names(globals(), "{path.stem}")',
+                          f'RESULTS_DIR = results_dir(RESULTS_DIR, "{path.stem}")'], path.name
 
 
 def _names_bound(source: str) -> dict:
@@ -178,23 +179,23 @@ def test_papermill_from_the_clones_root_writes_into_the_clone(clone, env):
 def test_results_dir_resolves_none_from_the_notebooks_place(tmp_path, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert P.results_dir("/some/where", "02_rnn") == "/some/where"  # given: as given
-    assert P.results_dir(None, "02_rnn") == R.NOTEBOOK_RESULTS  # the clone the package is installed from
+    assert R.results_dir("/some/where", "02_rnn") == "/some/where"  # given: as given
+    assert R.results_dir(None, "02_rnn") == R.NOTEBOOK_RESULTS  # the clone the package is installed from
     other = tmp_path / "other"  # JupyterLab: the notebook's path, in another clone
     (other / "dino_rnn").mkdir(parents=True)
     (other / "dino_rnn" / "__init__.py").write_text("")
     (other / "notebooks").mkdir()
     (other / "notebooks" / "02_rnn.ipynb").write_text("{}")
     monkeypatch.setenv("JPY_SESSION_NAME", str(other / "notebooks" / "02_rnn.ipynb"))
-    assert P.results_dir(None, "02_rnn") == other.resolve() / "results" / "notebooks"
-    assert P.results_dir(None, "03_lstm") == R.NOTEBOOK_RESULTS  # another notebook's session: not ours
+    assert R.results_dir(None, "02_rnn") == other.resolve() / "results" / "notebooks"
+    assert R.results_dir(None, "03_lstm") == R.NOTEBOOK_RESULTS  # another notebook's session: not ours
     (tmp_path / "mine").mkdir()  # a notebook copied out of any clone: results beside it
     (tmp_path / "mine" / "02_rnn.ipynb").write_text("{}")
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "mine" / "02_rnn.ipynb"))
-    assert P.results_dir(None, "02_rnn") == tmp_path.resolve() / "mine" / "dino_rnn_results"
+    assert R.results_dir(None, "02_rnn") == tmp_path.resolve() / "mine" / "dino_rnn_results"
     monkeypatch.delenv("JPY_SESSION_NAME")
     monkeypatch.setattr(R, "ROOT", tmp_path / "site-packages")  # installed from an index, used elsewhere
-    assert P.results_dir(None, "02_rnn") == Path.cwd() / "dino_rnn_results"
+    assert R.results_dir(None, "02_rnn") == Path.cwd() / "dino_rnn_results"
 
 
 # ---------------------------------------------------------------------------
@@ -215,10 +216,10 @@ def test_output_dir_refuses_the_reference_however_reached(tmp_path, reference):
     for given in (reference, reference / "metrics", reference / "new" / "deeper", tmp_path / "link",
                   tmp_path / "link" / "sub", tmp_path / "x" / ".." / "reference"):
         with pytest.raises(P.ParameterError, match="committed reference") as e:
-            P.output_dir(given)
+            R.output_dir(given)
         assert "\n" not in str(e.value) and "RESULTS_DIR" in str(e.value)
     assert sorted(p.name for p in reference.iterdir()) == [R.REFERENCE_MARK, "metrics"]  # nothing made there
-    assert P.output_dir(tmp_path / "mine") == tmp_path / "mine"
+    assert R.output_dir(tmp_path / "mine") == tmp_path / "mine"
 
 
 @pytest.mark.parametrize("name, where", [("02_rnn", "reference/sub"), ("05_anbn_lab", "link"),

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from test_sweep import SerialExecutor
+
 from dino_rnn import sweep as S
 from dino_rnn.data import resolve_data_path
 from dino_rnn.params import ParameterError
@@ -211,20 +213,6 @@ def test_a_rerun_on_other_data_is_refused_and_the_points_stay_byte_identical(tmp
     assert again.returncode == 0 and "0 trained, 1 skipped" in again.stdout, again.stderr[-3000:]
     assert {k: v for k, v in snapshot(out).items() if k.startswith("points/")} == \
         {k: v for k, v in before.items() if k.startswith("points/")}
-
-
-class SerialExecutor:
-    """The executor's interface, in this process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def run(self, fn, items, retries=2):
-        for i, item in enumerate(items):
-            yield i, fn(item)
 
 
 def test_an_interrupted_sweep_on_other_data_is_refused_too(tmp_path):

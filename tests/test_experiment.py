@@ -44,12 +44,12 @@ def test_results_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
     with pytest.raises(ParameterError, match="is a file, not a folder"):
         Experiment("rnn", results_dir=f)
     assert f.read_text() == "keep me"
-    import dino_rnn.params as P
+    import dino_rnn.resultsdir as R
 
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(P.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(R.tempfile, "mkstemp", refuse)
     with pytest.raises(ParameterError, match=r"is not writable \(Permission denied\)"):
         Experiment("rnn", results_dir=tmp_path / "ro")
 

@@ -210,4 +210,4 @@ def test_the_reference_keeps_what_its_report_needs_and_no_more():
         assert any(c.get("outputs") for c in nb["cells"]), f  # not stripped by the nbstripout filter
     assert not [f for f in files if "/html/" in f or "/checkpoints/" in f]
     listed = json.loads(committed("results/reference/.dino-rnn.json"))["files"]
-    assert {f.removeprefix("results/reference/") for f in files} - {".dino-rnn.json"} <= set(listed)
+    assert {f.removeprefix("results/reference/") for f in files} - {".dino-rnn.json", ".dino-rnn-reference"} <= set(listed)

@@ -356,7 +356,7 @@ def test_the_browser_check_sees_a_broken_page(browser, tmp_path):
 
 def test_report_screenshot_through_the_cli(reference_site, tmp_path, browser, monkeypatch, capsys):
     folder, _ = reference_site
-    monkeypatch.setattr(S, "rebuild", lambda results, command: folder / "html" / "index.html")  # built above
+    monkeypatch.setattr(S, "rebuild", lambda results, command, reference: folder / "html" / "index.html")  # built above
     shot = tmp_path / "report.png"
     assert main(["report", str(folder), "--screenshot", str(shot)]) == 0
     data = shot.read_bytes()

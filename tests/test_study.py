@@ -12,6 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import notebook
 
 from dino_rnn import resultsdir as R
 from dino_rnn import study as S
@@ -25,20 +26,15 @@ RUN = (
 )
 
 
-def notebook(*sources, params="EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\n"):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(s) for s in sources]
-    return nb
-
-
 @pytest.fixture
 def notebook_dir(tmp_path, monkeypatch):
+    """The study's notebooks folder, here (the reports show it as ".", as they show the real one)."""
+    from dino_rnn import site
+
     d = tmp_path / "notebooks"
     d.mkdir()
     monkeypatch.setattr(S, "NOTEBOOK_DIR", d)
+    monkeypatch.setattr(site, "NOTEBOOK_DIR", d)
     return d
 
 
