@@ -38,8 +38,10 @@ def _stop(proc):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """``dask scheduler`` and two ``dask worker --nthreads 1``, each started in its own empty folder;
-    the workers without $DINO_RNN_DATA (they get the names in their tasks). Yields the address."""
+    the workers without $DINO_RNN_DATA (they get the names in their tasks), their temporary files
+    in a folder of the test's (a worker killed mid-task leaves its task's folder). Yields the address."""
     env = {k: v for k, v in os.environ.items() if k != "DINO_RNN_DATA"}
+    env["TMPDIR"] = str(tmp_path_factory.mktemp("tmp"))
     procs = []
     try:
         sched_dir = tmp_path_factory.mktemp("scheduler")
