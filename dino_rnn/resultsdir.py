@@ -143,6 +143,14 @@ def refuse_reference(path, name: str = "--out", *, allowed: bool = False) -> Non
     )
 
 
+def _write_test(folder: Path) -> None:
+    """Create and remove a file in ``folder``: an OSError if this process cannot write there
+    (a real write, so it holds for root without its DAC override too)."""
+    fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def claim_file(path, name: str, is_ours) -> Path:
     """Check, before any work, that a writer may write the single file ``path``; returns it resolved.
 
@@ -161,9 +169,7 @@ def claim_file(path, name: str, is_ours) -> Path:
         )
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=p.parent)
-        os.close(fd)
-        os.unlink(tmp)
+        _write_test(p.parent)
     except OSError as e:
         raise ParameterError(f"{name} {str(path)!r}: cannot write in its folder ({e.strerror}); give another path") from None
     return p
@@ -180,9 +186,7 @@ def output_dir(value, name: str = "RESULTS_DIR") -> Path:
         raise ParameterError(f"{name} {str(p)!r} is a file, not a folder; give a folder path")
     try:
         p.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=p)
-        os.close(fd)
-        os.unlink(tmp)
+        _write_test(p)
     except OSError as e:
         raise ParameterError(f"{name} {str(p)!r} is not writable ({e.strerror}); give a folder you can write to") from None
     return p
@@ -425,9 +429,7 @@ class ResultsFolder:
         self._make_work()
         for d in (self.work, self.path) if self.path.is_dir() else (self.work,):
             try:
-                fd, tmp = tempfile.mkstemp(prefix=".write-test-", dir=d)
-                os.close(fd)
-                os.unlink(tmp)
+                _write_test(d)
             except OSError as e:
                 raise ParameterError(
                     f"{self.name} {str(self.path)!r}: cannot write in {str(d)!r} ({e.strerror}); "

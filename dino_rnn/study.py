@@ -417,7 +417,6 @@ def run_study(
         log = lambda *a, **k: None  # noqa: E731
     log(f"data: {report}")
     data_arg = str(Path(data).resolve()) if data is not None else None
-    folder.check_owned()  # a folder that is not ours is refused before anything is written beside it
     with folder.lock(command):
         folder.recover()  # what killed runs left beside the folder
         folder.check_owned()  # before any work: never replace files a study did not write
