@@ -12,8 +12,8 @@ import signal
 import sys
 import threading
 
-from .data import DataError
-from .params import ParameterError
+from dino_rnn.data import DataError
+from dino_rnn.settings import ParameterError
 
 
 def _study_parser(sub) -> argparse.ArgumentParser:
@@ -68,8 +68,8 @@ def _report_parser(sub) -> argparse.ArgumentParser:
 
 
 def report(args) -> int:
-    from .resultsdir import REFERENCE, STUDY
-    from .site import rebuild
+    from dino_rnn.files import REFERENCE, STUDY
+    from dino_rnn.report.site import rebuild
 
     if args.reference and args.results is not None:
         raise ParameterError("give RESULTS or --reference, not both (--reference is results/reference)")
@@ -78,7 +78,7 @@ def report(args) -> int:
     index = rebuild(results, command=command, reference=args.reference)
     print(f"report: {index}")
     if args.screenshot:
-        from .browser import BrowserUnavailable, screenshot
+        from dino_rnn.report.browser import BrowserUnavailable, screenshot
 
         try:
             page = screenshot(index, args.screenshot)
@@ -90,13 +90,13 @@ def report(args) -> int:
 
 
 def study(args) -> int:
-    from .study import CELL_TIMEOUT, SMOKE, print_summary, run_study
+    from dino_rnn.runner.study import CELL_TIMEOUT, SMOKE, print_summary, run_study
 
     if args.scheduler is not None and args.jobs is not None:
         raise ParameterError("--jobs sizes the local cluster; with --scheduler the cluster's own workers run the "
                              "notebooks: drop --jobs (start more workers to run more at once)")
     if args.scheduler is not None:
-        from .executor import check_scheduler
+        from dino_rnn.runner.executor import check_scheduler
 
         check_scheduler(args.scheduler)  # its form, at once; whether a scheduler answers, before any work
 
@@ -144,12 +144,12 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _study_parser(sub)
     _report_parser(sub)
-    from .sweep import add_parser as _sweep_parser, main as sweep_main
+    from dino_rnn.runner.sweep import add_parser as _sweep_parser, main as sweep_main
 
     _sweep_parser(sub)
     sub.add_parser("bench", help="time the trainer against published-style loops", add_help=False)
     if argv[:1] == ["bench"]:
-        from .bench import main as bench_main
+        from dino_rnn.runner.bench import main as bench_main
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .params import ParameterError
+from dino_rnn.settings import ParameterError
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: reading and checking names needs
     import torch  # none of it, and `dino-rnn study`'s own process and its workers never make one

@@ -22,7 +22,7 @@ whose bytes no longer match it (:func:`checkpoint_bytes`).
 Metrics JSON keys: ``architecture``, ``label``, ``learnable_parameters``, ``status``
 ("ok" or "diverged"), ``message``, ``parameters`` (epochs, lr, hidden_size, num_layers,
 seed, max_names, temperature, device, nonlinearity, autograd), ``gradient`` (how the
-gradients were computed: "written-out", "autograd" or "numpy"; see :mod:`dino_rnn.steps`),
+gradients were computed: "written-out", "autograd" or "numpy"; see :mod:`dino_rnn.fast.steps`),
 ``data`` (path, sha256, names, vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
 three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
@@ -44,13 +44,14 @@ from pathlib import Path
 
 import torch
 
-from . import params as P
-from .data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
-from .resultsdir import CHECKPOINTS, METRICS, NOTEBOOK_RESULTS, output_dir, result_paths
-from .files import atomic_path, save_figure, write_json
-from .models import ARCHITECTURES, LABELS, build_model, count_parameters
-from .sample import new_share, sample_names
-from .train import History, fit, resolve_device, set_seed
+from dino_rnn import settings as P
+from dino_rnn.data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
+from dino_rnn.files import NOTEBOOK_RESULTS, output_dir, result_paths
+from dino_rnn.files import CHECKPOINTS, METRICS
+from dino_rnn.files import atomic_path, save_figure, write_json
+from dino_rnn.models import ARCHITECTURES, LABELS, build_model, count_parameters
+from dino_rnn.sample import new_share, sample_names
+from dino_rnn.train import History, fit, resolve_device, set_seed
 
 class Experiment:
     """Train and document one architecture under the published protocol, for one seed."""
@@ -232,7 +233,7 @@ class Experiment:
         }
 
     def plot(self):
-        from .report import plot_history
+        from dino_rnn.report.tables import plot_history
 
         return plot_history(self.history, title=f"{self.label} (seed {self.seed})", train_label=self.train_label)
 

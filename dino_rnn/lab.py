@@ -31,7 +31,7 @@ aⁿbⁿ — :func:`run_anbn`
 
         anbn/anbn-seed{seed}.json   plots/anbn-seed{seed}.png
 
-:func:`dino_rnn.report.anbn_section` turns every ``anbn/*.json`` into a Markdown section
+:func:`dino_rnn.report.tables.anbn_section` turns every ``anbn/*.json`` into a Markdown section
 for the comparison report.
 """
 
@@ -45,16 +45,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anbn
-from . import params as P
-from .data import DataError, Vocab, make_pair
-from .experiment import Experiment, checkpoint_bytes
-from .report import ANBN_LABELS, plot_anbn
-from .resultsdir import NOTEBOOK_RESULTS, anbn_paths, output_dir
-from .files import save_figure, write_json
-from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
-from .steps import numpy_step
-from .train import History, run_epochs
+from dino_rnn import anbn
+from dino_rnn import settings as P
+from dino_rnn.data import DataError, Vocab, make_pair
+from dino_rnn.experiment import Experiment, checkpoint_bytes
+from dino_rnn.report.tables import ANBN_LABELS, plot_anbn
+from dino_rnn.files import NOTEBOOK_RESULTS, anbn_paths, output_dir
+from dino_rnn.files import save_figure, write_json
+from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
+from dino_rnn.fast.steps import numpy_step
+from dino_rnn.train import History, run_epochs
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
 NUMPY_LABELS = {
@@ -235,7 +235,7 @@ def run_anbn(
     has no early stopping); accuracy and extrapolation are measured on the final model.
     ``autograd=True`` trains every model with autograd's gradient: the NumPy nets' equations
     written in torch instead of their hand-written backward, and the PyTorch twin with
-    ``loss.backward()`` instead of the written-out gradient of :mod:`dino_rnn.fastgrad`. Returns the JSON's content (``result["models"][key]`` per model).
+    ``loss.backward()`` instead of the written-out gradient of :mod:`dino_rnn.fast.fastgrad`. Returns the JSON's content (``result["models"][key]`` per model).
     """
     seed = P.seed(seed)
     epochs = P.positive_int("ANBN_EPOCHS", epochs)
@@ -344,7 +344,7 @@ def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, t
 
 
 def _ce(logits, targets) -> float:
-    from .numpy_nets import cross_entropy
+    from dino_rnn.numpy_nets import cross_entropy
 
     return cross_entropy(np.asarray(logits, dtype=np.float64), targets)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .params import ARCHITECTURES
+from dino_rnn.settings import ARCHITECTURES
 
 LABELS = {
     "scratch": "RNN from scratch (nn.Linear)",
@@ -115,7 +115,7 @@ class RecurrentLM(nn.Module):
         return self.dropout(self.fc(out)), state
 
     def written_out_parts(self):
-        """(recurrent layer, read-out, dropout): what :mod:`dino_rnn.fastgrad` differentiates."""
+        """(recurrent layer, read-out, dropout): what :mod:`dino_rnn.fast.fastgrad` differentiates."""
         return self.rnn, self.fc, self.dropout
 
 

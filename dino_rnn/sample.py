@@ -11,7 +11,7 @@ import string
 import torch
 from torch import nn
 
-from .data import END, Vocab
+from dino_rnn.data import END, Vocab
 
 
 @torch.no_grad()

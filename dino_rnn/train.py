@@ -8,13 +8,13 @@ loss is kept, and the reported training / validation / test losses are that epoc
 (the published table's definitions).
 
 The pieces, in the order they run: :func:`fit` makes the optimizer and the step
-(:mod:`dino_rnn.steps`: how the gradient is computed, chosen once per run), and
+(:mod:`dino_rnn.fast.steps`: how the gradient is computed, chosen once per run), and
 :func:`run_epochs`, the one epoch loop of every trainer in the package, calls
 :func:`train_epoch` and the step's evaluation once per epoch and keeps the best state.
 
 Speed without changing the arithmetic: tensors are built once (:func:`encode_names`),
 training runs on one intra-op thread (the per-name work is far too small to share), and
-AdamW takes its fused kernel directly (:mod:`dino_rnn.torch_private`).
+AdamW takes its fused kernel directly (:mod:`dino_rnn.fast.torch_private`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Example
-from .steps import evaluate_pairs, torch_step
+from dino_rnn.data import Example
+from dino_rnn.fast.steps import evaluate_pairs, torch_step
 
 
 def set_seed(seed: int) -> None:
@@ -75,7 +75,7 @@ def pairs_of(examples: list[Example]) -> list[tuple[torch.Tensor, torch.Tensor]]
 def train_epoch(step, pairs) -> float:
     """One pass, one step per sequence, in order; the mean training loss (dropout on).
 
-    ``step`` is any of :mod:`dino_rnn.steps` (how it computes its gradient is its business);
+    ``step`` is any of :mod:`dino_rnn.fast.steps` (how it computes its gradient is its business);
     ``pairs`` are its ``(x, y)`` sequences.
     """
     step.train()
@@ -97,7 +97,7 @@ class History:
     test_loss: float = math.nan
     status: str = "ok"  # or "diverged"
     message: str = ""
-    gradient: str = ""  # how the steps computed their gradient (see dino_rnn.steps)
+    gradient: str = ""  # how the steps computed their gradient (see dino_rnn.fast.steps)
 
     @property
     def best_train_loss(self) -> float:
@@ -143,7 +143,7 @@ def run_epochs(
 ) -> History:
     """The epoch loop every trainer shares: the PyTorch models, the NumPy nets, the aⁿbⁿ lab.
 
-    ``step`` is one of :mod:`dino_rnn.steps`; ``train``, ``valid``, ``test`` are lists of
+    ``step`` is one of :mod:`dino_rnn.fast.steps`; ``train``, ``valid``, ``test`` are lists of
     its ``(x, y)`` sequences. Each epoch: :func:`train_epoch` (the epoch's training loss),
     ``step.evaluate(valid)``, the seconds both took. A NaN or infinite loss stops training at
     once and marks the history ``"diverged"``. With ``keep_best`` the state with the lowest
@@ -195,7 +195,7 @@ def fit(
 ) -> History:
     """Train ``model`` in place under the published protocol; it ends holding the best state.
 
-    The gradient is written out where it applies (:mod:`dino_rnn.fastgrad`), else, or with
+    The gradient is written out where it applies (:mod:`dino_rnn.fast.fastgrad`), else, or with
     ``autograd=True``, autograd's; ``history.gradient`` says which. ``threads=1`` runs
     torch on one intra-op thread (fastest for one-name steps on a CPU); ``None`` leaves
     torch's setting alone. Raises nothing on divergence: the history says

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from dino_rnn import executor as E
+from dino_rnn.runner import executor as E
 from dino_rnn.cli import main
-from dino_rnn.params import ParameterError
+from dino_rnn.settings import ParameterError
 
 from test_study import beside, previous_results, snapshot
 
@@ -257,7 +257,7 @@ def _workers_up(out: Path):
 
 def _notebooks_back(out: Path):
     """Every model notebook returned: the comparison notebook and the report are next, in the main process."""
-    from dino_rnn.study import model_notebooks
+    from dino_rnn.runner.study import model_notebooks
 
     done = list((out.parent / f".{out.name}.dino-rnn").glob("staging-*/executed/seed0/*.ipynb"))
     return len(done) >= len(model_notebooks())
@@ -319,7 +319,7 @@ def test_a_local_clusters_workers_ignore_sigint_and_keep_their_temporary_files_i
 
 def test_a_temporary_folder_still_written_in_is_removed_once_its_writer_stops(tmp_path):
     """As a notebook's kernel that outlives its worker for a moment, writing into the run's folder."""
-    from dino_rnn import resultsdir as R
+    from dino_rnn.runner import folders as R
 
     folder = R.ResultsFolder(tmp_path / "results")
     tmp = folder.new_marked("tmp")

@@ -22,7 +22,9 @@ from conftest import notebook
 from test_study import RUN, snapshot
 from test_study import previous_results as earlier_study
 
-from dino_rnn import resultsdir as R
+from dino_rnn.runner import folders as R
+
+from dino_rnn import files as F
 
 ROOT = Path(__file__).resolve().parent.parent
 SETPRIV = shutil.which("setpriv")
@@ -82,7 +84,7 @@ def fake_reference(root: Path) -> Path:
     """A clone's ``results/reference``: a study's folder carrying the reference's mark."""
     ref = root / "results" / "reference"
     earlier_study(ref)
-    (ref / R.REFERENCE_MARK).write_text("the committed reference\n")
+    (ref / F.REFERENCE_MARK).write_text("the committed reference\n")
     return ref
 
 
@@ -151,7 +153,7 @@ def test_bench_never_overwrites_a_users_file(tmp_path):
 
 
 def test_bench_recognises_its_own_report():
-    from dino_rnn.bench import _written_here
+    from dino_rnn.runner.bench import _written_here
 
     assert _written_here(ROOT / "results" / "benchmark.md") and _written_here(ROOT / "results" / "benchmark.json")
     assert not _written_here(ROOT / "README.md") and not _written_here(ROOT / "results" / "reference" / "study.json")
@@ -223,10 +225,10 @@ def test_every_writer_refuses_the_reference_however_it_is_reached(tmp_path):
 
 
 def test_the_repositorys_own_reference_is_marked_and_refused(tmp_path):
-    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", f"results/reference/{R.REFERENCE_MARK}"],
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", f"results/reference/{F.REFERENCE_MARK}"],
                              cwd=ROOT, capture_output=True)
     assert tracked.returncode == 0, "the reference's mark must be committed"
-    assert R.reference_holding(R.REFERENCE / "metrics") == R.REFERENCE.resolve()
+    assert F.reference_holding(F.REFERENCE / "metrics") == F.REFERENCE.resolve()
     rc, err = cli("study", "--smoke", "--out", "results/reference/mine")  # from the clone's root, as the attack
     assert rc == 2 and "committed reference" in one_line(err)
     rc, err = cli("report", "results/reference")
@@ -252,7 +254,7 @@ def test_a_bind_mount_of_the_reference_is_refused(tmp_path):
 
 def test_study_reference_keeps_the_mark(tmp_path, monkeypatch):
     """``--reference`` is the one way in, and the new reference carries the mark again."""
-    import dino_rnn.study as S
+    import dino_rnn.runner.study as S
     from dino_rnn.cli import main
 
     ref = fake_reference(tmp_path / "clone")
@@ -262,8 +264,8 @@ def test_study_reference_keeps_the_mark(tmp_path, monkeypatch):
     monkeypatch.setattr(S, "NOTEBOOK_DIR", nbs)
     monkeypatch.setattr(S, "REFERENCE", ref)
     main(["study", "--reference", "--seeds", "0", "--epochs", "1", "--jobs", "1", "--quiet"])
-    assert (ref / "study.json").exists() and (ref / R.REFERENCE_MARK).is_file()
-    assert R.REFERENCE_MARK not in R.read_manifest(ref)
+    assert (ref / "study.json").exists() and (ref / F.REFERENCE_MARK).is_file()
+    assert F.REFERENCE_MARK not in R.read_manifest(ref)
     assert R.ResultsFolder(ref, reference=True).foreign_files() == []
 
 
@@ -348,7 +350,7 @@ def test_a_replaced_folder_without_a_manifest_loses_nothing(tmp_path):
     kept = list(out.glob("kept-*/comparison.md"))
     assert [k.read_text() for k in kept] == ["the user's, same name\n"]
     assert (out / "sub" / "mine.txt").read_text() == "mine\n"
-    assert json.loads((out / R.MANIFEST).read_text())["files"] == ["comparison.md"]
+    assert json.loads((out / F.MANIFEST).read_text())["files"] == ["comparison.md"]
     assert sorted(p.name for p in f.work.iterdir()) == []
 
 

@@ -28,8 +28,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dino_rnn import params as P
-from dino_rnn import resultsdir as R
+from dino_rnn import settings as P
+from dino_rnn.runner import folders as R
+from dino_rnn import files as F
 from dino_rnn.data import DataError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ def test_the_cell_after_the_parameters_checks_the_names_first(path):
     """Before any other statement: the names checked and RESULTS_DIR resolved, for this notebook."""
     source = code_cells(path)[1].source
     lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[0] == "from dino_rnn import params as P" and lines[1].startswith("from dino_rnn.resultsdir import ")
+    assert lines[0] == "from dino_rnn import params as P" and lines[1].startswith("from dino_rnn.runner.folders import ")
     assert lines[2:4] == [f'P.check_names(globals(), "{path.stem}")',
                           f'RESULTS_DIR = results_dir(RESULTS_DIR, "{path.stem}")'], path.name
 
@@ -132,7 +133,7 @@ def test_a_misspelt_parameter_stops_the_notebook_before_any_work(tmp_path, env):
 
 def test_the_study_passes_only_declared_names():
     """`dino-rnn study` reads each notebook's parameters as the table has them, and passes no other."""
-    from dino_rnn.study import declared_parameters, model_notebooks
+    from dino_rnn.runner.study import declared_parameters, model_notebooks
 
     for path in model_notebooks():
         declared = declared_parameters(path)
@@ -179,23 +180,23 @@ def test_papermill_from_the_clones_root_writes_into_the_clone(clone, env):
 def test_results_dir_resolves_none_from_the_notebooks_place(tmp_path, monkeypatch):
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert R.results_dir("/some/where", "02_rnn") == "/some/where"  # given: as given
-    assert R.results_dir(None, "02_rnn") == R.NOTEBOOK_RESULTS  # the clone the package is installed from
+    assert F.results_dir("/some/where", "02_rnn") == "/some/where"  # given: as given
+    assert F.results_dir(None, "02_rnn") == F.NOTEBOOK_RESULTS  # the clone the package is installed from
     other = tmp_path / "other"  # JupyterLab: the notebook's path, in another clone
     (other / "dino_rnn").mkdir(parents=True)
     (other / "dino_rnn" / "__init__.py").write_text("")
     (other / "notebooks").mkdir()
     (other / "notebooks" / "02_rnn.ipynb").write_text("{}")
     monkeypatch.setenv("JPY_SESSION_NAME", str(other / "notebooks" / "02_rnn.ipynb"))
-    assert R.results_dir(None, "02_rnn") == other.resolve() / "results" / "notebooks"
-    assert R.results_dir(None, "03_lstm") == R.NOTEBOOK_RESULTS  # another notebook's session: not ours
+    assert F.results_dir(None, "02_rnn") == other.resolve() / "results" / "notebooks"
+    assert F.results_dir(None, "03_lstm") == F.NOTEBOOK_RESULTS  # another notebook's session: not ours
     (tmp_path / "mine").mkdir()  # a notebook copied out of any clone: results beside it
     (tmp_path / "mine" / "02_rnn.ipynb").write_text("{}")
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "mine" / "02_rnn.ipynb"))
-    assert R.results_dir(None, "02_rnn") == tmp_path.resolve() / "mine" / "dino_rnn_results"
+    assert F.results_dir(None, "02_rnn") == tmp_path.resolve() / "mine" / "dino_rnn_results"
     monkeypatch.delenv("JPY_SESSION_NAME")
-    monkeypatch.setattr(R, "ROOT", tmp_path / "site-packages")  # installed from an index, used elsewhere
-    assert R.results_dir(None, "02_rnn") == Path.cwd() / "dino_rnn_results"
+    monkeypatch.setattr(F, "ROOT", tmp_path / "site-packages")  # installed from an index, used elsewhere
+    assert F.results_dir(None, "02_rnn") == Path.cwd() / "dino_rnn_results"
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_results_dir_resolves_none_from_the_notebooks_place(tmp_path, monkeypatc
 def reference(tmp_path) -> Path:
     ref = tmp_path / "reference"
     (ref / "metrics").mkdir(parents=True)
-    (ref / R.REFERENCE_MARK).write_text("the committed reference\n")
+    (ref / F.REFERENCE_MARK).write_text("the committed reference\n")
     (tmp_path / "link").symlink_to(ref, target_is_directory=True)
     return ref
 
@@ -216,10 +217,10 @@ def test_output_dir_refuses_the_reference_however_reached(tmp_path, reference):
     for given in (reference, reference / "metrics", reference / "new" / "deeper", tmp_path / "link",
                   tmp_path / "link" / "sub", tmp_path / "x" / ".." / "reference"):
         with pytest.raises(P.ParameterError, match="committed reference") as e:
-            R.output_dir(given)
+            F.output_dir(given)
         assert "\n" not in str(e.value) and "RESULTS_DIR" in str(e.value)
-    assert sorted(p.name for p in reference.iterdir()) == [R.REFERENCE_MARK, "metrics"]  # nothing made there
-    assert R.output_dir(tmp_path / "mine") == tmp_path / "mine"
+    assert sorted(p.name for p in reference.iterdir()) == [F.REFERENCE_MARK, "metrics"]  # nothing made there
+    assert F.output_dir(tmp_path / "mine") == tmp_path / "mine"
 
 
 @pytest.mark.parametrize("name, where", [("02_rnn", "reference/sub"), ("05_anbn_lab", "link"),

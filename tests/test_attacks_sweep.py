@@ -21,9 +21,9 @@ import pytest
 
 from test_sweep import SerialExecutor
 
-from dino_rnn import sweep as S
+from dino_rnn.runner import sweep as S
 from dino_rnn.data import resolve_data_path
-from dino_rnn.params import ParameterError
+from dino_rnn.settings import ParameterError
 
 DATA = resolve_data_path(None)  # DINO_RNN_DATA, or Dino Names (as the other tests resolve it)
 _SCRIPT = Path(sys.executable).with_name("dino-rnn")

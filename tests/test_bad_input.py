@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dino_rnn import data as D
-from dino_rnn import params as P
+from dino_rnn import settings as P
 from dino_rnn.cli import main
 from dino_rnn.data import DataError
-from dino_rnn.params import ParameterError
+from dino_rnn.settings import ParameterError
 
 
 def one_line(e) -> str:
@@ -144,7 +144,7 @@ def test_dev_zero_via_cli_exits_2_without_reading_it(tmp_path):
     out = tmp_path / "results"
     code = (
         "import resource, sys\n"
-        "import dino_rnn.study\n"
+        "import dino_rnn.runner.study\n"
         "from dino_rnn.cli import main\n"
         "vm = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
         "resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, vm + 2**30))\n"
@@ -160,7 +160,7 @@ def test_dev_zero_via_cli_exits_2_without_reading_it(tmp_path):
 
 
 def test_fifo_via_cli_exits_2(tmp_path, fifo, capsys, monkeypatch):
-    from dino_rnn import study as S
+    from dino_rnn.runner import study as S
 
     monkeypatch.setattr(S, "NOTEBOOK_DIR", tmp_path / "no-notebooks")  # nothing to run, if it got that far
     out = tmp_path / "results"
@@ -257,7 +257,7 @@ def test_a_seed_beyond_what_torch_accepts_is_refused(monkeypatch, text):
 
 
 def test_a_million_seeds_via_cli_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
-    from dino_rnn import study as S
+    from dino_rnn.runner import study as S
 
     monkeypatch.delenv("DINO_RNN_MAX_SEEDS", raising=False)
     monkeypatch.setattr(S, "NOTEBOOK_DIR", tmp_path / "no-notebooks")  # nothing to run, if it got that far

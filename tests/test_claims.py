@@ -1,10 +1,10 @@
-"""The claims' verdicts follow from the runs they are given (dino_rnn/claims.py)."""
+"""The claims' verdicts follow from the runs they are given (dino_rnn/report/claims.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from dino_rnn import claims as C
+from dino_rnn.report import claims as C
 
 PARAMS = {"scratch": 10856, "rnn": 7707, "lstm": 25563, "gru": 19611}
 

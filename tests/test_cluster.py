@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dino_rnn import study as S
+from dino_rnn.runner import study as S
 from dino_rnn.cli import main
 
 from test_study import RUN, beside, notebook, notebook_dir, run_cli  # noqa: F401  (notebook_dir: a fixture)

@@ -5,7 +5,7 @@ import torch
 
 from dino_rnn.data import DataError
 from dino_rnn.experiment import Experiment, load_checkpoint
-from dino_rnn.params import ParameterError
+from dino_rnn.settings import ParameterError
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_results_dir_that_is_a_file_or_read_only(tmp_path, monkeypatch):
     with pytest.raises(ParameterError, match="is a file, not a folder"):
         Experiment("rnn", results_dir=f)
     assert f.read_text() == "keep me"
-    import dino_rnn.resultsdir as R
+    import dino_rnn.runner.folders as R
 
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied")

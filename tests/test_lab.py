@@ -9,10 +9,11 @@ import math
 
 import pytest
 
-from dino_rnn import anbn, lab, report
-from dino_rnn.resultsdir import anbn_paths
+from dino_rnn import anbn, lab
+from dino_rnn.report import tables as report
+from dino_rnn.files import anbn_paths
 from dino_rnn.experiment import Experiment
-from dino_rnn.params import ParameterError
+from dino_rnn.settings import ParameterError
 
 COUNTS = {"numpy_rnn": 7643, "numpy_lstm": 25307}  # V=27, H=64
 ANBN_COUNTS = {"numpy_rnn": 2954, "numpy_lstm": 11204, "torch_lstm": 11400, "numpy_lstm_adam": 11204}  # V=4, H=50
@@ -202,7 +203,7 @@ def test_anbn_section_does_not_blend_settings(tmp_path):
 
     from conftest import ROOT
 
-    from dino_rnn.report import anbn_section
+    from dino_rnn.report.tables import anbn_section
 
     (tmp_path / "anbn").mkdir()
     for seed in (0, 1, 2):

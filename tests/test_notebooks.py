@@ -224,7 +224,7 @@ def test_model_notebook_writes_its_results(study, name):
 
 
 def test_the_anbn_lab_writes_its_results(study):
-    from dino_rnn.report import anbn_section
+    from dino_rnn.report.tables import anbn_section
 
     r = json.loads((study / "anbn" / "anbn-seed0.json").read_text(encoding="utf-8"))
     assert r["parameters"]["epochs"] == ANBN_SMOKE["ANBN_EPOCHS"] and r["parameters"]["autograd"] is False

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from dino_rnn.report import load_metrics, paired_differences, summary_frame, write_comparison
+from dino_rnn.report.tables import load_metrics, paired_differences, summary_frame, write_comparison
 
 TEST = {  # test losses by architecture and seed
     "rnn": [1.50, 1.60, 1.55],
@@ -95,7 +95,7 @@ def test_written_comparison(results):
 
 
 def test_samples_summary(results):
-    from dino_rnn.report import samples_table
+    from dino_rnn.report.tables import samples_table
 
     t = samples_table(load_metrics(results)).set_index("architecture")
     assert t.loc["rnn", "greedy_duplicates"] == 0.5 and t.loc["rnn", "sampled_mean_length"] == 3.0
@@ -115,7 +115,7 @@ def write_runs(folder, runs):
 
 def test_a_row_never_blends_runs_of_different_settings(tmp_path):
     """A student re-ran the LSTM at 2 epochs on seed 0, beside three 3-epoch seeds."""
-    from dino_rnn.report import select_runs
+    from dino_rnn.report.tables import select_runs
 
     student = {**metric("lstm", 0, 1.79), "parameters": {"seed": 0, "epochs": 2}, "finished": "2026-11-24T10:00:00"}
     runs = [{**metric("lstm", s, t), "finished": "2026-11-20T09:00:00"} for s, t in enumerate(TEST["lstm"])]
@@ -179,7 +179,7 @@ def test_overlay_is_readable_with_six_models(six_models):
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
-    from dino_rnn.report import LOSS_LABEL, load_published, plot_overlay
+    from dino_rnn.report.tables import LOSS_LABEL, load_published, plot_overlay
 
     fig = plot_overlay(six_models, load_published())
     ax = fig.axes[0]
@@ -205,7 +205,7 @@ def test_overlay_is_readable_with_six_models(six_models):
 def test_each_model_panel_marks_the_published_figures(six_models):
     import matplotlib.pyplot as plt
 
-    from dino_rnn.report import load_published, plot_by_model, plot_model
+    from dino_rnn.report.tables import load_published, plot_by_model, plot_model
 
     fig = plot_model(six_models, "gru", load_published())
     ax = fig.axes[0]
@@ -225,7 +225,7 @@ def test_each_model_panel_marks_the_published_figures(six_models):
 def test_one_run_plot_has_units_and_a_legend_off_the_curves():
     import matplotlib.pyplot as plt
 
-    from dino_rnn.report import plot_history
+    from dino_rnn.report.tables import plot_history
 
     fig = plot_history({"train_loss": [2.5, 2.0, 1.9], "valid_loss": [2.2, 1.8, 1.85], "best_epoch": 2}, title="x")
     ax = fig.axes[0]

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from dino_rnn import resultsdir as R
-from dino_rnn.params import ParameterError
+from dino_rnn.runner import folders as R
+
+from dino_rnn import files as F
+from dino_rnn.settings import ParameterError
 
 OLD = {"comparison.md": b"old table\n", "metrics/a-seed0.json": b"{\"old\": 1}\n", "plots/a.png": b"old png"}
 NEW = {"comparison.md": b"new table\n", "metrics/a-seed0.json": b"{\"new\": 1}\n", "metrics/b-seed0.json": b"{}\n",
@@ -29,7 +31,7 @@ STEPS = ("exchange", "rename", "unlink", "rmdir", "rmtree", "write_json")
 
 def content(folder: Path) -> dict[str, bytes]:
     """Every file below ``folder`` (the manifest aside) and its bytes."""
-    return {f: (folder / f).read_bytes() for f in R.files_in(folder) if f != R.MANIFEST}
+    return {f: (folder / f).read_bytes() for f in R.files_in(folder) if f != F.MANIFEST}
 
 
 def complete(folder: Path) -> bool:
@@ -131,9 +133,9 @@ def test_a_manifest_cannot_reach_outside_its_folder(tmp_path):
     earlier_study(out)
     victim = tmp_path / "victim.txt"
     victim.write_bytes(b"keep")
-    m = json.loads((out / R.MANIFEST).read_text())
+    m = json.loads((out / F.MANIFEST).read_text())
     m["files"] += ["../victim.txt", str(victim)]
-    (out / R.MANIFEST).write_text(json.dumps(m))
+    (out / F.MANIFEST).write_text(json.dumps(m))
     f = R.ResultsFolder(out)
     f.promote(staged(f))
     assert victim.read_bytes() == b"keep"
@@ -233,7 +235,8 @@ CRASH = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from dino_rnn import resultsdir as R
+    from dino_rnn.runner import folders as R
+    from dino_rnn import files as F
     out, k, atomic = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
     n = 0
     def wrap(name, real):
@@ -297,7 +300,7 @@ def test_a_kill_at_any_step_leaves_complete_results(tmp_path, monkeypatch, atomi
 HOLD = textwrap.dedent(
     """
     import sys, time
-    from dino_rnn.resultsdir import ResultsFolder
+    from dino_rnn.runner.folders import ResultsFolder
     with ResultsFolder(sys.argv[1]).lock("dino-rnn study --seeds 0-4"):
         print("locked", flush=True)
         time.sleep(120)
@@ -342,7 +345,7 @@ def test_a_folder_in_the_work_folder_that_is_not_ours_is_left_alone(tmp_path):
 
 def test_a_task_never_recreates_a_staging_folder_that_is_gone(tmp_path):
     """A worker's files arriving after its run gave up its staging folder are refused, not written."""
-    from dino_rnn.study import write_returned
+    from dino_rnn.runner.study import write_returned
 
     f = R.ResultsFolder(tmp_path / "out")
     staging = f.new_staging()

@@ -14,8 +14,10 @@ import pytest
 from bs4 import BeautifulSoup
 from conftest import ROOT
 
-from dino_rnn import resultsdir as R
-from dino_rnn import site as S
+from dino_rnn.runner import folders as R
+
+from dino_rnn import files as F
+from dino_rnn.report import site as S
 from dino_rnn.cli import main
 
 REFERENCE = ROOT / "results" / "reference"
@@ -27,7 +29,7 @@ def copy_reference(dest: Path) -> Path:
     """The committed reference's files (not a local build's html/, checkpoints or other seeds)."""
     listed = R.read_manifest(REFERENCE)
     assert listed, "results/reference has no manifest"
-    for rel in listed + [R.MANIFEST]:
+    for rel in listed + [F.MANIFEST]:
         if (REFERENCE / rel).is_file() and not rel.startswith("html/"):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REFERENCE / rel, dest / rel)
@@ -177,16 +179,16 @@ def test_report_refuses_what_a_study_did_not_write(tmp_path, capsys):
 def test_a_rebuild_replaces_the_old_html_and_lists_new_files(tmp_path):
     folder = copy_reference(tmp_path / "ref")
     shutil.rmtree(folder / "executed")  # the index only: quicker
-    manifest = json.loads((folder / R.MANIFEST).read_text())
+    manifest = json.loads((folder / F.MANIFEST).read_text())
     manifest["files"] = [f for f in manifest["files"] if not f.startswith("executed/")]
-    (folder / R.MANIFEST).write_text(json.dumps(manifest))
-    manifest = json.loads((folder / R.MANIFEST).read_text())
+    (folder / F.MANIFEST).write_text(json.dumps(manifest))
+    manifest = json.loads((folder / F.MANIFEST).read_text())
     manifest["files"] = [f for f in manifest["files"] if not f.startswith("html/")]
-    (folder / R.MANIFEST).write_text(json.dumps(manifest))  # a folder whose manifest predates the HTML
+    (folder / F.MANIFEST).write_text(json.dumps(manifest))  # a folder whose manifest predates the HTML
     (folder / "html").mkdir()
     (folder / "html" / "old.html").write_text("stale")
     manifest["files"].append("html/old.html")
-    (folder / R.MANIFEST).write_text(json.dumps(manifest))
+    (folder / F.MANIFEST).write_text(json.dumps(manifest))
     assert main(["report", str(folder)]) == 0
     listed = R.read_manifest(folder)
     assert "html/index.html" in listed and R.ResultsFolder(folder).foreign_files() == []
@@ -273,12 +275,12 @@ def test_each_export_gets_its_own_links(tmp_path):
 
 def test_figures_drawn_ahead_are_the_ones_the_index_draws_and_are_used():
     # A study draws the index page's figures while the comparison notebook runs and hands them over.
-    figures = S.index_figures(R.REFERENCE)
+    figures = S.index_figures(F.REFERENCE)
     assert [len(figures[k]) for k in ("overlay", "models", "anbn")] == [1, 6, 1]
-    page = S.index_page(R.REFERENCE, figures=figures)
-    assert page == S.index_page(R.REFERENCE)  # the same page, byte for byte
+    page = S.index_page(F.REFERENCE, figures=figures)
+    assert page == S.index_page(F.REFERENCE)  # the same page, byte for byte
     figures["models"][0] = {**figures["models"][0], "alt": "drawn ahead"}
-    assert 'alt="drawn ahead"' in S.index_page(R.REFERENCE, figures=figures)  # used, not drawn again
+    assert 'alt="drawn ahead"' in S.index_page(F.REFERENCE, figures=figures)  # used, not drawn again
 
 def test_display_path():
     assert S.display_path(ROOT / "results" / "study") == "../results/study"
@@ -293,7 +295,7 @@ def test_display_path():
 
 @pytest.fixture(scope="module")
 def browser():
-    from dino_rnn.browser import Browser, BrowserUnavailable
+    from dino_rnn.report.browser import Browser, BrowserUnavailable
 
     try:
         b = Browser()

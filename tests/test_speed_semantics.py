@@ -1,6 +1,6 @@
 """The speed work keeps the arithmetic: fast paths against straightforward references.
 
-Nothing here is timed. The written-out training step (:class:`dino_rnn.fastgrad.WrittenOut`
+Nothing here is timed. The written-out training step (:class:`dino_rnn.fast.fastgrad.WrittenOut`
 + the direct fused AdamW step) must give autograd's loss and gradients and ``AdamW.step``'s update; the
 from-scratch model must compute the published per-character cell; the benchmark's
 reference loop must compute the same loss as the trainer.
@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dino_rnn import bench, fastgrad, steps
+from dino_rnn.runner import bench
+from dino_rnn.fast import fastgrad
+from dino_rnn.fast import steps
 from dino_rnn.data import Example, Vocab, encode_names
 from dino_rnn.models import ARCHITECTURES, build_model, count_parameters
 from dino_rnn.train import evaluate, make_optimizer, pairs_of

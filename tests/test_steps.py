@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from dino_rnn import anbn, steps
+from dino_rnn import anbn
+from dino_rnn.fast import steps
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
 from dino_rnn.train import run_epochs
 

@@ -14,14 +14,16 @@ import nbformat
 import pytest
 from conftest import notebook
 
-from dino_rnn import resultsdir as R
-from dino_rnn import study as S
+from dino_rnn.runner import folders as R
+
+from dino_rnn import files as F
+from dino_rnn.runner import study as S
 from dino_rnn.cli import main
 
 REAL_NOTEBOOKS = S.NOTEBOOK_DIR
 # A study of the notebooks in argv[1] into argv[2], as `dino-rnn study` runs it (its own process).
 RUN = (
-    "import sys, pathlib, dino_rnn.study as S; S.NOTEBOOK_DIR = pathlib.Path(sys.argv[1]);"
+    "import sys, pathlib, dino_rnn.runner.study as S; S.NOTEBOOK_DIR = pathlib.Path(sys.argv[1]);"
     "from dino_rnn.cli import main; sys.exit(main(['study', '--out', sys.argv[2], *sys.argv[3:]]))"
 )
 
@@ -29,7 +31,7 @@ RUN = (
 @pytest.fixture
 def notebook_dir(tmp_path, monkeypatch):
     """The study's notebooks folder, here (the reports show it as ".", as they show the real one)."""
-    from dino_rnn import site
+    from dino_rnn.report import site
 
     d = tmp_path / "notebooks"
     d.mkdir()
@@ -97,8 +99,8 @@ def test_smoke_study_writes_everything(tmp_path, capfd):
     assert study["started"] <= study["finished"] and study["versions"]["torch"].startswith("2.13.0")
     assert {p.name for p in (out / "metrics").iterdir()} >= {f"{a}-seed0.json" for a in ("scratch", "rnn", "lstm", "gru")}
     # The manifest lists every file the study wrote; nothing but the lock is left beside the folder.
-    assert sorted(R.read_manifest(out)) == [f for f in R.files_in(out) if f != R.MANIFEST]
-    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [R.MANIFEST]
+    assert sorted(R.read_manifest(out)) == [f for f in R.files_in(out) if f != F.MANIFEST]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [F.MANIFEST]
     assert beside(out) == [R.LOCK]
     captured = capfd.readouterr()  # file descriptors: what the workers and their kernels print too
     printed = captured.out
@@ -143,7 +145,7 @@ def test_the_committed_reference_is_written_only_when_asked(tmp_path, notebook_d
     ref = tmp_path / "reference"
     monkeypatch.setattr(S, "REFERENCE", ref)
     previous_results(ref)
-    (ref / R.REFERENCE_MARK).write_text("the committed reference\n")
+    (ref / F.REFERENCE_MARK).write_text("the committed reference\n")
     before = snapshot(ref)
     assert main(["study", "--out", str(ref), "--epochs", "1"]) == 2
     assert "the committed reference results" in capsys.readouterr().err
@@ -193,7 +195,7 @@ def test_a_rerun_replaces_the_earlier_run_and_a_concurrent_one_is_refused(tmp_pa
     first = snapshot(out)
     assert "study.json" in first and "metrics/old-seed0.json" not in first  # the earlier run went whole
     assert first != before
-    assert sorted(R.read_manifest(out)) == sorted(f for f in first if f != R.MANIFEST)
+    assert sorted(R.read_manifest(out)) == sorted(f for f in first if f != F.MANIFEST)
     running = subprocess.Popen([sys.executable, "-c", RUN, str(notebook_dir), str(out), "--epochs", "60", "--jobs", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -233,7 +235,7 @@ def test_sigkill_at_any_moment_leaves_complete_results(tmp_path, notebook_dir):
         now = snapshot(out)
         listed = R.read_manifest(out)
         # Whole: a manifest that lists exactly the files there, and a finished run's study.json.
-        assert listed is not None and sorted(listed) == sorted(f for f in now if f != R.MANIFEST), frac
+        assert listed is not None and sorted(listed) == sorted(f for f in now if f != F.MANIFEST), frac
         assert "study.json" in now and "metrics/old-seed0.json" not in now, frac
     assert subprocess.run(argv, capture_output=True, timeout=300).returncode == 1
     assert beside(out) == [R.LOCK]  # what the killed runs left beside the folder was cleaned up
@@ -480,7 +482,7 @@ def _linking_notebook(title, *sources):
 def _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_comparison):
     """Two notebooks that print machine paths and link each other (and the comparison); returns
     (results folder, the notebooks the client exported itself)."""
-    from dino_rnn import site
+    from dino_rnn.report import site
 
     nbformat.write(_linking_notebook("A", "import os; print(RESULTS_DIR, DATA, os.getcwd())"), notebook_dir / "01_a.ipynb")
     nbformat.write(_linking_notebook("B", "print(RESULTS_DIR)"), notebook_dir / "02_b.ipynb")
@@ -498,7 +500,7 @@ def _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_compariso
 def test_the_tasks_html_reports_are_what_dino_rnn_report_writes(tmp_path, notebook_dir, monkeypatch):
     """Each task exports its notebook's two reports; the client keeps them (it exports only the
     comparison's), and they are byte for byte what build_site makes from the executed notebook."""
-    from dino_rnn import site
+    from dino_rnn.report import site
 
     out, exported = _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_comparison=True)
     assert exported == ["comparison.ipynb"]  # the model notebooks' reports came from their tasks

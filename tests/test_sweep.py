@@ -17,15 +17,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dino_rnn import sweep as S
+from dino_rnn.runner import sweep as S
 from dino_rnn.data import DataError, resolve_data_path
-from dino_rnn.executor import TaskFailed
+from dino_rnn.runner.executor import TaskFailed
 from dino_rnn.experiment import Experiment
 from dino_rnn.models import build_model, count_parameters
-from dino_rnn.params import ParameterError
-from dino_rnn.resultsdir import MANIFEST, IncrementalFolder, files_in
-from dino_rnn.steps import AUTOGRAD, WRITTEN_OUT, torch_step
-from dino_rnn.sweepreport import paired_interval, paired_table, parse_pair, t_cdf, t_quantile
+from dino_rnn.settings import ParameterError
+from dino_rnn.files import MANIFEST
+from dino_rnn.runner.folders import IncrementalFolder, files_in
+from dino_rnn.fast.steps import AUTOGRAD, WRITTEN_OUT, torch_step
+from dino_rnn.report.sweepreport import paired_interval, paired_table, parse_pair, t_cdf, t_quantile
 
 DATA = str(resolve_data_path(None))  # DINO_RNN_DATA, or Dino Names fetched from DINO_RNN_DATA_URL (CI)
 # Two architectures x three seeds, tiny: every test that trains uses this grid (or part of it).

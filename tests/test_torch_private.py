@@ -1,4 +1,4 @@
-"""The private torch APIs of dino_rnn.torch_private, pinned against the public API they shortcut.
+"""The private torch APIs of dino_rnn.fast.torch_private, pinned against the public API they shortcut.
 
 Run these first after a torch upgrade (see the module's docstring for what to re-read in
 torch's source). Each shortcut must give the public call's numbers bit for bit, and decline
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from dino_rnn.torch_private import FusedAdam, optimizer_has_hooks
+from dino_rnn.fast.torch_private import FusedAdam, optimizer_has_hooks
 
 V, H = 27, 16
 

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dino_rnn import steps
+from dino_rnn.fast import steps
 from dino_rnn import train as train_mod
 from dino_rnn.data import encode_names, split_names
 from dino_rnn.models import ARCHITECTURES, build_model
@@ -32,7 +32,7 @@ def test_loss_falls_as_autograd_makes_it_fall(arch, small, vocab, monkeypatch):
     zeroed, and for two of the four models sign-flipped (the read-out and input weights
     alone learn the character frequencies).
     So the same seeded run is made twice, once with the written-out gradient
-    (:mod:`dino_rnn.fastgrad`) and once with autograd (``DINO_RNN_AUTOGRAD=1``, read at a
+    (:mod:`dino_rnn.fast.fastgrad`) and once with autograd (``DINO_RNN_AUTOGRAD=1``, read at a
     model's first step: a fresh model each time), and every epoch's training and validation
     loss, the test loss and the final weights must agree to float rounding.
     """

@@ -1,4 +1,4 @@
-"""Warm kernels (dino_rnn.warmkernels): a kernel reused for one notebook after another is reset
+"""Warm kernels (dino_rnn.runner.warmkernels): a kernel reused for one notebook after another is reset
 in between, a broken one is replaced, and a notebook gives the same numbers warm as fresh."""
 
 import json
@@ -9,8 +9,8 @@ import time
 import nbformat
 import pytest
 
-from dino_rnn import study as S
-from dino_rnn import warmkernels as W
+from dino_rnn.runner import study as S
+from dino_rnn.runner import warmkernels as W
 
 
 def notebook(path, *sources):

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import write_text
-from .params import ParameterError
-from .report import (
+from dino_rnn.files import write_text
+from dino_rnn.settings import ParameterError
+from dino_rnn.report.tables import (
     ANBN_LABELS,
     STUDY_JSON,
     anbn_frame,
@@ -60,7 +60,8 @@ from .report import (
     select_runs,
     summary_frame,
 )
-from .resultsdir import REFERENCE, ROOT, ResultsFolder, read_manifest
+from dino_rnn.files import REFERENCE, ROOT
+from dino_rnn.runner.folders import ResultsFolder, read_manifest
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -175,7 +176,7 @@ def clean_executed(path, results_dir, staging=None, data=None, subs=None) -> Non
     """
     import nbformat
 
-    from .files import atomic_path
+    from dino_rnn.files import atomic_path
 
     nb = nbformat.read(str(path), as_version=4)
     scrub_notebook(nb, [tuple(kv) for kv in subs] if subs is not None else path_substitutions(results_dir, staging, data))

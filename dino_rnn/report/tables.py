@@ -27,10 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import DATA_DIR
-from .files import save_figure, write_text
-from .params import ParameterError
-from .resultsdir import ANBN_DIR, REFERENCE, STUDY_JSON
+from dino_rnn.data import DATA_DIR
+from dino_rnn.files import save_figure, write_text
+from dino_rnn.settings import ParameterError
+from dino_rnn.files import REFERENCE, STUDY_JSON
+from dino_rnn.files import ANBN_DIR
 
 PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
 # The published table's row names, by our architecture names.

@@ -261,7 +261,7 @@ class Browser:
 
 def screenshot(path, dest, width: int = 1280, height: int = 1000) -> Page:
     """A screenshot of the top of the page (``width`` × ``height``) written to ``dest``."""
-    from .files import atomic_path
+    from dino_rnn.files import atomic_path
 
     with Browser() as b:
         page = b.open(path, width, height, full_page=False)

@@ -15,14 +15,14 @@ made, and the epoch loop (:func:`dino_rnn.train.run_epochs`) knows nothing of wh
 gradient       how                                                    for
 =============  =====================================================  ==========================
 written-out    back-propagation through time written out               the four PyTorch models
-               (:mod:`dino_rnn.fastgrad`, compiled in                 and the aⁿbⁿ lab's twin,
-               :mod:`dino_rnn.kernels`), checked against autograd     one layer, on the CPU
+               (:mod:`dino_rnn.fast.fastgrad`, compiled in                 and the aⁿbⁿ lab's twin,
+               :mod:`dino_rnn.fast.kernels`), checked against autograd     one layer, on the CPU
 autograd       ``loss.backward()``                                    every PyTorch model; the
                                                                       NumPy nets' equations
                                                                       written in torch
 numpy          the NumPy nets' own hand-written backward              the NumPy nets
                (:mod:`dino_rnn.numpy_nets`, compiled in
-               :mod:`dino_rnn.kernels`)
+               :mod:`dino_rnn.fast.kernels`)
 =============  =====================================================  ==========================
 
 ``step.loss_and_grad(x, y)`` and ``step.update()`` are a PyTorch step's two halves
@@ -42,9 +42,10 @@ import os
 import torch
 import torch.nn.functional as F
 
-from . import fastgrad, kernels
-from .numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
-from .torch_private import FusedAdam
+from dino_rnn.fast import fastgrad
+from dino_rnn.fast import kernels
+from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
+from dino_rnn.fast.torch_private import FusedAdam
 
 WRITTEN_OUT, AUTOGRAD, NUMPY = "written-out", "autograd", "numpy"
 
@@ -100,7 +101,7 @@ class TorchStep:
 
 
 class WrittenOutStep(TorchStep):
-    """The gradient written out (:class:`dino_rnn.fastgrad.WrittenOut`), then the update."""
+    """The gradient written out (:class:`dino_rnn.fast.fastgrad.WrittenOut`), then the update."""
 
     gradient = WRITTEN_OUT
 
@@ -117,7 +118,7 @@ class WrittenOutStep(TorchStep):
 
     def evaluate(self, pairs) -> float:
         """As :meth:`TorchStep.evaluate`, by the compiled kernel of the gradient
-        (:meth:`~dino_rnn.fastgrad.WrittenOut.loss`; the same losses to float32 rounding)."""
+        (:meth:`~dino_rnn.fast.fastgrad.WrittenOut.loss`; the same losses to float32 rounding)."""
         self.model.eval()
         return sum(self.grad.loss(x, y) for x, y in pairs) / len(pairs)
 
@@ -166,7 +167,7 @@ class NumpyStep:
 
     ``compiled`` (the default): the net's forward and backward pass run as one compiled
     kernel, and so do the clipping and the update of :class:`~dino_rnn.numpy_nets.SGD` and
-    :class:`~dino_rnn.numpy_nets.AdamW` (:mod:`dino_rnn.kernels`: the same equations, the same
+    :class:`~dino_rnn.numpy_nets.AdamW` (:mod:`dino_rnn.fast.kernels`: the same equations, the same
     numbers to float rounding); ``False``: the NumPy code of :mod:`dino_rnn.numpy_nets`.
     """
 

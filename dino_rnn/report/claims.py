@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from .sweepreport import paired_interval, settings_of
+from dino_rnn.report.sweepreport import paired_interval, settings_of
 
 LABELS = {"scratch": "from scratch", "rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
 

@@ -1,10 +1,10 @@
 """Benchmark: the project's trainer against a published-style training loop.
 
-``python -m dino_rnn.bench`` (or ``dino-rnn bench``) times one training epoch (1460
+``python -m dino_rnn.runner.bench`` (or ``dino-rnn bench``) times one training epoch (1460
 one-name AdamW steps, then the validation pass) of every architecture two ways:
 
 * **ours**: :func:`dino_rnn.train.train_epoch` + the step's evaluation
-  (:mod:`dino_rnn.steps`, as :func:`dino_rnn.train.fit` makes it), on one intra-op thread,
+  (:mod:`dino_rnn.fast.steps`, as :func:`dino_rnn.train.fit` makes it), on one intra-op thread,
   as the study runner trains; one more epoch per process times each step's halves
   (gradient, optimizer) to show where the time goes;
 * **reference**: a loop written here the way the published notebooks train: each
@@ -41,8 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .params import ParameterError
-from .resultsdir import claim_file
+from dino_rnn.settings import ParameterError
+from dino_rnn.files import claim_file
 
 TITLE = "# Benchmark: the project's trainer vs a published-style training loop"
 
@@ -173,10 +173,10 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
     import torch
     from torch import nn
 
-    from .data import Vocab, encode_names, load_names, split_names
-    from .models import build_model
-    from .steps import torch_step
-    from .train import make_optimizer, pairs_of, set_seed, train_epoch
+    from dino_rnn.data import Vocab, encode_names, load_names, split_names
+    from dino_rnn.models import build_model
+    from dino_rnn.fast.steps import torch_step
+    from dino_rnn.train import make_optimizer, pairs_of, set_seed, train_epoch
 
     names = load_names(data)
     vocab = Vocab(names)
@@ -264,7 +264,7 @@ def profile_epoch(step, train, valid) -> dict:
 
 
 def _worker_cmd(side: str, arch: str, epochs: int, data: str | None) -> list[str]:
-    cmd = [sys.executable, "-m", "dino_rnn.bench", "--worker", side, "--arch", arch, "--epochs-timed", str(epochs)]
+    cmd = [sys.executable, "-m", "dino_rnn.runner.bench", "--worker", side, "--arch", arch, "--epochs-timed", str(epochs)]
     if data:
         cmd += ["--data", data]
     return cmd
@@ -303,7 +303,7 @@ def _run_concurrently(archs, epochs: int, data: str | None, jobs: int) -> tuple[
 
 def _child_env() -> dict:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -344,7 +344,7 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
     lines = [
         TITLE,
         "",
-        f"Written by `python -m dino_rnn.bench` ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
+        f"Written by `python -m dino_rnn.runner.bench` ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
         f"torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"{platform.machine()}. The whole benchmark took {elapsed:.0f} s. System load average "
         f"(1 min) at start / end: {args.load_start:.2f} / {_load():.2f}"
@@ -360,14 +360,14 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         f"(ours, reference, ours, reference, ...) {args.repeats} times, {args.epochs_timed} timed "
         "epoch(s) per process; figures are medians over all timed epochs. "
         "\"Ours\" = `train_epoch` + the step's `evaluate` on 1 intra-op thread; \"reference\" = the loop in "
-        "`dino_rnn/bench.py` written the way the published notebooks train (tensors rebuilt per "
+        "`dino_rnn/runner/bench.py` written the way the published notebooks train (tensors rebuilt per "
         "step, per-character loop for the from-scratch cell, `.item()` per step, torch's default "
         "thread count).",
         "",
         "| model | reference s/epoch | ours s/epoch | speed-up (ratio of medians) | lowest paired ratio | threads ref / ours | peak RSS ref / ours (MiB) |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
-    from .models import LABELS
+    from dino_rnn.models import LABELS
 
     for a in archs:
         r = rows[a]
@@ -419,7 +419,7 @@ def _profile_section(rows: dict) -> list[str]:
         "| model | gradient | µs / step: gradient | optimizer | bookkeeping | total | shares |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
-    from .models import LABELS
+    from dino_rnn.models import LABELS
 
     for a, r in rows.items():
         p = r.get("profile")
@@ -475,7 +475,7 @@ def time_study(seeds: str, data: str | None, jobs: int) -> dict:
     """``dino-rnn study --seeds SEEDS`` into a fresh folder, timed from the command to its exit."""
     import shutil
 
-    from .params import parse_seeds
+    from dino_rnn.settings import parse_seeds
 
     n_seeds = len(parse_seeds(seeds.split()))
     work = Path(tempfile.mkdtemp(prefix="dino-rnn-bench-study-"))

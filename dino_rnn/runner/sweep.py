@@ -41,10 +41,10 @@ from-scratch cell only (``tanh``, or ``none``: the published linear recurrence);
 architectures are their torch modules (``nn.RNN`` with tanh).
 
 Each point is one :class:`~dino_rnn.experiment.Experiment` (the published protocol, one seed),
-run as a task on :class:`~dino_rnn.executor.Executor`: the task gets the names file's bytes and
+run as a task on :class:`~dino_rnn.runner.executor.Executor`: the task gets the names file's bytes and
 the point's settings, trains in a temporary folder of its own on one torch thread, and returns
 its files; the client writes them into ``--out`` through
-:class:`~dino_rnn.resultsdir.IncrementalFolder` (each file complete, the manifest first), the
+:class:`~dino_rnn.runner.folders.IncrementalFolder` (each file complete, the manifest first), the
 metrics JSON last. A point is *finished* when its metrics JSON is there with the same settings
 and the same names file (sha256); a sweep skips finished points, so an interrupted sweep, run
 again, resumes. The settings are in the point's path; the names file is not, so a folder holds
@@ -54,7 +54,7 @@ each point's files go::
     points/{arch}[-{nonlinearity}]-L{layers}-H{hidden}-lr{lr}-e{epochs}-n{max_names|all}/
         metrics/{arch}-seed{seed}.json   plots/...png   checkpoints/...pt
 
-and the report (:mod:`dino_rnn.sweepreport`): ``sweep.md``, ``sweep.csv`` (one row per grid
+and the report (:mod:`dino_rnn.report.sweepreport`): ``sweep.md``, ``sweep.csv`` (one row per grid
 point), ``sweep-pairs.csv``, ``sweep-params.png``, ``sweep-seconds.png``, ``sweep.json`` (the
 grid, every point and how it went, the command, versions, times).
 
@@ -73,18 +73,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import params as P
-from .params import ARCHITECTURES
-from .data import read_names, resolve_data_path, split_names
-from .claims import claims_markdown
-from .resultsdir import BENCHMARK_JSON, METRICS, IncrementalFolder, result_paths
-from .sweepreport import parse_pair, render, settings_of
+from dino_rnn import settings as P
+from dino_rnn.settings import ARCHITECTURES
+from dino_rnn.data import read_names, resolve_data_path, split_names
+from dino_rnn.report.claims import claims_markdown
+from dino_rnn.files import BENCHMARK_JSON, result_paths
+from dino_rnn.files import METRICS
+from dino_rnn.runner.folders import IncrementalFolder
+from dino_rnn.report.sweepreport import parse_pair, render, settings_of
 
 NONLINEARITIES = ("tanh", "none")
 AXES = ("arch", "layers", "hidden", "lr", "nonlinearity")
 POINT_KEYS = (*AXES, "seeds", "epochs", "max_names")  # the keys that say which points run
 GRID_KEYS = (*POINT_KEYS, "pairs")
-# A grid file's top-level ``claims = true`` adds claims.md: the published claims' verdicts (dino_rnn.claims).
+# A grid file's top-level ``claims = true`` adds claims.md: the published claims' verdicts (dino_rnn.report.claims).
 DEFAULTS = {"arch": list(ARCHITECTURES), "layers": [1], "hidden": [64], "lr": [4e-4], "nonlinearity": None,
             "seeds": [0], "epochs": 40, "max_names": None}
 POINTS = "points"
@@ -330,7 +332,7 @@ def default_pairs(points: list[Point]) -> list:
 
 
 def run_point(item: dict) -> dict:
-    """Train one point (a task for :class:`~dino_rnn.executor.Executor`); returns its files.
+    """Train one point (a task for :class:`~dino_rnn.runner.executor.Executor`); returns its files.
 
     ``item``: ``names`` (the names file's bytes), ``sha256`` (theirs), ``point`` (a
     :class:`Point`). Trains in a temporary folder of its own on one torch thread and returns
@@ -338,7 +340,7 @@ def run_point(item: dict) -> dict:
     """
     import torch
 
-    from .experiment import Experiment
+    from dino_rnn.experiment import Experiment
 
     torch.set_num_threads(1)
     names, point = item["names"], item["point"]
@@ -420,12 +422,12 @@ def run_sweep(
     """Run every point of ``grids`` not already finished in ``out``, then write the report.
 
     Every check (grid, pairs, names file, ``--out``) happens before any training. ``executor``
-    (tests) replaces :class:`~dino_rnn.executor.Executor` with an object of the same interface.
+    (tests) replaces :class:`~dino_rnn.runner.executor.Executor` with an object of the same interface.
     """
     t0 = time.time()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     points, parsed_pairs, notes = plan(grids, pairs)
-    from .executor import check_jobs, check_scheduler
+    from dino_rnn.runner.executor import check_jobs, check_scheduler
 
     if scheduler is not None:
         check_scheduler(scheduler)  # its form, at once; whether a scheduler answers, before any training
@@ -494,7 +496,7 @@ def held_points(folder, sha: str, data_path: Path) -> dict[str, dict]:
 
 
 def _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log) -> None:
-    from .executor import Executor, removed_after
+    from dino_rnn.runner.executor import Executor, removed_after
 
     tmp = None
     if executor is None:

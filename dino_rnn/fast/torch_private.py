@@ -8,7 +8,7 @@ for the aⁿbⁿ twin's ~10k parameters, ``Adam.step()`` with its default for-ea
 ~150 µs a step and the fused call ~15 µs). It reads the optimizer's hook dictionaries to decline
 when a hook is registered. (The recurrent modules' ATen ops, ``torch._VF.lstm`` and co.,
 were called directly before the gradients were compiled; the forward pass now runs in
-:mod:`dino_rnn.kernels`, and the NumPy reference path calls the modules themselves.)
+:mod:`dino_rnn.fast.kernels`, and the NumPy reference path calls the modules themselves.)
 
 It computes exactly what the public call computes, bit for bit;
 ``tests/test_torch_private.py`` checks it against the public API, and every caller has the

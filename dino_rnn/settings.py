@@ -9,7 +9,7 @@ at most :data:`MAX_SEEDS` (100) of them unless ``DINO_RNN_MAX_SEEDS`` allows mor
 The notebooks' own check is here too: :func:`check_names` (a parameter the notebook does not
 have, e.g. a misspelt ``-p EPOCSH 2``, is refused naming the nearest one, against the table
 :data:`NOTEBOOK_PARAMETERS`). Where a notebook writes (``RESULTS_DIR``) is for
-:mod:`dino_rnn.resultsdir` to say (``results_dir``, ``output_dir``).
+:mod:`dino_rnn.runner.folders` to say (``results_dir``, ``output_dir``).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .params import ParameterError, positive_int
+from dino_rnn.settings import ParameterError, positive_int
 
 # How long to wait for a ``--scheduler`` to answer before refusing it.
 CONNECT_TIMEOUT = 10.0

@@ -1,15 +1,15 @@
 """The study runner behind ``dino-rnn study``: every notebook through papermill, then the report.
 
 For each seed, every model notebook (``notebooks/NN_*.ipynb``) runs once with the same
-parameters, as tasks on a Dask cluster (:mod:`dino_rnn.executor`: a local one of ``jobs``
+parameters, as tasks on a Dask cluster (:mod:`dino_rnn.runner.executor`: a local one of ``jobs``
 workers, or the one at ``scheduler``; see :func:`notebook_task`). Executed notebooks are kept
 (showing the results folder, never the folder they ran in); the comparison table and plots
 are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
-:mod:`dino_rnn.site` writes ``html/index.html``, the page people open first, and every
+:mod:`dino_rnn.report.site` writes ``html/index.html``, the page people open first, and every
 notebook's two HTML reports. The terminal shows one progress bar and one line per finished
 notebook (``quiet``: neither).
 
-Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.resultsdir`:
+Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.runner.folders`:
 by default ``results/study/`` (ignored by git), never the committed ``results/reference/``
 unless asked (``reference=True``); one study at a time per folder; a folder holding files
 no study wrote is refused; the new results replace the old in one atomic step, so a kill
@@ -37,16 +37,17 @@ from unittest.mock import patch
 
 from tqdm import tqdm
 
-from . import params as P
-from .data import read_names, resolve_data_path, sha256_of, split_names
-from .executor import Executor, TaskFailed, check_jobs, removed_after, temporary_files_in
-from .files import write_json
-from .report import load_metrics, reference_check, reference_summary, select_runs, write_comparison
-from .resultsdir import MARKER, REFERENCE, STUDY, STUDY_JSON, ResultsFolder
-from .site import HTML, INDEX, build_site, index_figures, path_substitutions, versions, warm_exporters
-from .warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
+from dino_rnn import settings as P
+from dino_rnn.data import read_names, resolve_data_path, sha256_of, split_names
+from dino_rnn.runner.executor import Executor, TaskFailed, check_jobs, removed_after, temporary_files_in
+from dino_rnn.files import write_json
+from dino_rnn.report.tables import load_metrics, reference_check, reference_summary, select_runs, write_comparison
+from dino_rnn.files import MARKER, REFERENCE, STUDY, STUDY_JSON
+from dino_rnn.runner.folders import ResultsFolder
+from dino_rnn.report.site import HTML, INDEX, build_site, index_figures, path_substitutions, versions, warm_exporters
+from dino_rnn.runner.warmkernels import KernelPool, close_pool, import_in_background, pool as worker_pool
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 COMPARISON = "comparison.ipynb"
 # A generous bound on one notebook cell (the longest, the aⁿbⁿ lab's training, takes ~1 minute here):
 # a hung kernel fails its notebook instead of hanging the study.
@@ -113,8 +114,8 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
 
     ``paths``: (results folder, staging folder, names file) — the executed notebook is
     rewritten to show the results folder, not the staging folder it ran in (see
-    :func:`dino_rnn.site.clean_executed`). ``kernels``: run it in a warm kernel of this pool
-    (:mod:`dino_rnn.warmkernels`), reset for it; None: in a fresh kernel of its own.
+    :func:`dino_rnn.report.site.clean_executed`). ``kernels``: run it in a warm kernel of this pool
+    (:mod:`dino_rnn.runner.warmkernels`), reset for it; None: in a fresh kernel of its own.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -150,7 +151,7 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
             kernels.release(warm, reusable)
     job.seconds = time.perf_counter() - t0
     if paths and Path(job.output).exists():
-        from .site import clean_executed
+        from dino_rnn.report.site import clean_executed
 
         try:
             clean_executed(job.output, *paths)
@@ -184,14 +185,14 @@ def _kernel_env():
 
 
 # What the comparison notebook imports, loaded into its kernel while the workers train.
-COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report"
+COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report.tables"
 # What the model notebooks import (and the optimizer's first construction pulls in: torch._dynamo),
 # loaded into each worker's first kernel while the study gets ready.
 NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, dino_rnn.experiment, dino_rnn.lab, "
-                    "dino_rnn.numpy_nets, dino_rnn.steps")
+                    "dino_rnn.numpy_nets, dino_rnn.fast.steps")
 # What a worker process needs to run a notebook (papermill's import takes seconds: nbformat's
 # schema validation builds grammars), and the main process for the report.
-WORKER_MODULES = ("papermill", "dino_rnn.site")
+WORKER_MODULES = ("papermill", "dino_rnn.report.site")
 REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot")
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
@@ -295,11 +296,11 @@ def _report_here(task: dict, out: dict, tmp: Path) -> None:
     """The executed notebook cleaned (as the client would) and its two HTML reports, into ``out``.
 
     ``task["report"]``: the client's substitutions for the executed notebook (``clean``) and the
-    :func:`dino_rnn.site.report_key` its reports are made from (``key``), with where they go
+    :func:`dino_rnn.report.site.report_key` its reports are made from (``key``), with where they go
     (``html``: their folder below the staging folder). On any error the task returns the
     executed notebook as it is, and the client does the rest.
     """
-    from .site import Executed, clean_executed, export_report, notebook_title
+    from dino_rnn.report.site import Executed, clean_executed, export_report, notebook_title
 
     try:
         executed = tmp / "report" / task["output"]
@@ -409,7 +410,7 @@ def run_study(
     ``out``: the results folder (default ``results/study``); ``reference=True`` writes the
     committed reference (``results/reference``) instead. ``fresh_kernels``: every notebook in a
     kernel of its own (default: each worker reuses its kernels, reset between notebooks;
-    :mod:`dino_rnn.warmkernels`).
+    :mod:`dino_rnn.runner.warmkernels`).
     """
     folder, epochs, seeds, max_names, data, jobs, cell_timeout, report = check_inputs(
         out, epochs, seeds, max_names, data, jobs, reference, cell_timeout)
@@ -495,7 +496,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
     data, data_sha256 = data_path.read_bytes(), sha256_of(data_path)
     # Each task exports its own notebook's HTML reports, as build_site would from the cleaned
     # executed notebook (build_site checks the key and keeps them), in parallel with the others.
-    from .site import Executed, report_key, report_substitutions
+    from dino_rnn.report.site import Executed, report_key, report_substitutions
 
     clean_subs = path_substitutions(*paths)
     report_subs = report_substitutions(folder.path, staging, [result.parameters["data"], str(data_path)])
@@ -546,7 +547,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
                 if out.get("report"):
                     prebuilt[(job.notebook, job.seed)] = out["report"]
                 if Path(job.output).exists() and not out.get("cleaned"):
-                    from .site import clean_executed
+                    from dino_rnn.report.site import clean_executed
 
                     clean_executed(job.output, *paths)
             except OSError:  # disk full, permissions: the run stops, the previous results stay
@@ -605,7 +606,7 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
 
 
 def _draw_in_background(source):
-    """:func:`~dino_rnn.site.index_figures` of ``source`` (~2 s), drawn in a thread of this process
+    """:func:`~dino_rnn.report.site.index_figures` of ``source`` (~2 s), drawn in a thread of this process
     while its main thread waits for the comparison notebook; its future. None where matplotlib
     draws on a screen here (a GUI needs the main thread): build_site draws them then."""
     import matplotlib

@@ -9,7 +9,7 @@ cross-entropy, twice:
 
 - in NumPy, below: the readable reference (the forward pass of ``nn.RNN`` / ``nn.LSTM`` /
   ``nn.GRU`` is the module's own, the gradient NumPy's);
-- compiled, in :mod:`dino_rnn.kernels` (forward and backward in one call), the default;
+- compiled, in :mod:`dino_rnn.fast.kernels` (forward and backward in one call), the default;
   ``tests/test_kernels.py`` checks it against the NumPy code.
 
     grad = WrittenOut(model)      # binds to the model's parameters (ValueError: not supported)
@@ -18,7 +18,7 @@ cross-entropy, twice:
 It gives what ``loss.backward()`` gives, up to float rounding:
 ``tests/test_speed_semantics.py`` checks it against autograd for every model, several
 name lengths, train and eval mode. :func:`unsupported` says where it does not apply
-(several layers, a GPU, another dtype); there :mod:`dino_rnn.steps` trains with autograd.
+(several layers, a GPU, another dtype); there :mod:`dino_rnn.fast.steps` trains with autograd.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import kernels
-from .models import ScratchRNN
+from dino_rnn.fast import kernels
+from dino_rnn.models import ScratchRNN
 
 
 def unsupported(model) -> str | None:
@@ -262,7 +262,7 @@ class WrittenOut:
         return loss
 
     def _scratch_compiled(self, x, y, out=None):
-        """The from-scratch cell's gradient in one compiled call (:func:`dino_rnn.kernels.scratch_step`),
+        """The from-scratch cell's gradient in one compiled call (:func:`dino_rnn.fast.kernels.scratch_step`),
         into ``out`` (default: ``grad_arrays``)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])
@@ -270,7 +270,7 @@ class WrittenOut:
         return kernels.scratch_step(xn, y.numpy(), self._tanh, *self.params, mask, *out)
 
     def _compiled(self, x, y, out=None):
-        """The whole gradient in one compiled call (:mod:`dino_rnn.kernels`), into ``out`` (default:
+        """The whole gradient in one compiled call (:mod:`dino_rnn.fast.kernels`), into ``out`` (default:
         ``grad_arrays``)."""
         xn = x.numpy()
         mask = self.dropout_mask(xn.shape[0], self.params[5].shape[0])

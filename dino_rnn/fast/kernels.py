@@ -5,7 +5,7 @@ each costs ~1 µs of call overhead, more than its arithmetic. A kernel here does
 arithmetic in one compiled call: forward pass, loss and backpropagation through time, in
 loops arranged so that the compiler vectorises them (every inner loop runs along a contiguous
 row). The loops compute the same equations as the NumPy code they replace
-(:mod:`dino_rnn.fastgrad`, :mod:`dino_rnn.numpy_nets`), which stays the readable reference;
+(:mod:`dino_rnn.fast.fastgrad`, :mod:`dino_rnn.numpy_nets`), which stays the readable reference;
 ``tests/test_kernels.py`` checks each kernel against that code and against autograd. Sums
 run in another order than NumPy's BLAS, so results agree to float rounding, not bit for bit;
 a kernel gives the same numbers every time it runs on the same machine.
