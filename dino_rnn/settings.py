@@ -1,4 +1,13 @@
-"""Parameter checks shared by the notebooks' ``parameters`` cells and the CLI.
+"""The settings of a run, and the checks every parameter goes through.
+
+:class:`Settings` holds every setting of one training run, each under one name: the
+notebook's parameter lower-cased (``HIDDEN`` -> ``hidden``). The same name is the keyword of
+:class:`~dino_rnn.experiment.Experiment`, the key in the metrics JSON's ``parameters``, the
+column of the report, the axis of a sweep grid and the key the claims read. :data:`COMPARED`
+lists, once, the settings that make a run's numbers (runs sharing them differ by seed only),
+and :func:`settings_of` reads them back from a metrics JSON.
+
+Parameter checks shared by the notebooks' ``parameters`` cells and the CLI:
 
 Every check raises :class:`ParameterError` with one line that names the parameter, the
 bad value and what to give instead — before any data is read or any model is trained.
@@ -14,11 +23,11 @@ have, e.g. a misspelt ``-p EPOCSH 2``, is refused naming the nearest one, agains
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import os
 import re
-from pathlib import Path
 
 
 # The four Dino Names models (dino_rnn.models builds them): here, where checking an --arch needs no torch.
@@ -212,3 +221,79 @@ def check_names(namespace, notebook: str) -> None:
         hint = f"did you mean {near[0]}?" if near else f"its parameters are {', '.join(declared)}"
         lines.append(f"{_shorten(name, 40)} is not a parameter of {notebook}; {hint}")
     raise ParameterError("; ".join(lines))
+
+
+# ---------------------------------------------------------------------------
+# The settings of one run
+# ---------------------------------------------------------------------------
+
+NONLINEARITIES = ("tanh", "none")  # the from-scratch cell's hidden-state nonlinearity
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of one training run, checked when made (one-line :class:`ParameterError`).
+
+    Each field is the notebook's parameter lower-cased; :meth:`parameters` is what the metrics
+    JSON records under ``parameters``. ``nonlinearity`` is the from-scratch cell's only (``None``
+    for every other model).
+    """
+
+    arch: str = "lstm"
+    epochs: int = 40
+    lr: float = 4e-4
+    hidden: int = 64
+    num_layers: int = 1
+    max_names: int | None = None
+    nonlinearity: str | None = "tanh"
+    temperature: float = 0.8
+    seed: int = 0
+    device: str = "auto"
+    autograd: bool = False
+
+    def __post_init__(self):
+        for name, check in _CHECKS.items():
+            object.__setattr__(self, name, check(getattr(self, name)))
+        if self.arch != "scratch":
+            object.__setattr__(self, "nonlinearity", None)
+        elif self.nonlinearity is None:
+            object.__setattr__(self, "nonlinearity", "tanh")
+
+    def parameters(self, **resolved) -> dict:
+        """The metrics JSON's ``parameters``: every setting but ``arch`` (recorded as
+        ``architecture``), with ``resolved`` ones (the device actually used) replacing them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "arch"}
+        return {**out, **resolved}
+
+
+_CHECKS = {
+    "epochs": lambda v: positive_int("EPOCHS", v),
+    "lr": lambda v: positive_float("LR", v),
+    "hidden": lambda v: positive_int("HIDDEN", v),
+    "num_layers": lambda v: positive_int("NUM_LAYERS", v),
+    "max_names": lambda v: positive_int("MAX_NAMES", v, allow_none=True),
+    "nonlinearity": lambda v: v if v is None else choice("NONLINEARITY", v, NONLINEARITIES),
+    "temperature": lambda v: positive_float("TEMPERATURE", v),
+    "seed": seed,
+    "device": device,
+    "autograd": lambda v: boolean("AUTOGRAD", v),
+}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+# The settings that make a run's numbers: two runs that share them (and the names file) are
+# the same experiment, seeds apart. The report's rows, a sweep's grid points and the claims'
+# comparisons are all told apart by these, and only these.
+COMPARED = ("arch", "epochs", "lr", "hidden", "num_layers", "max_names", "nonlinearity", "temperature")
+
+
+def settings_of(metrics: dict) -> dict:
+    """A run's :data:`COMPARED` settings, read from its metrics JSON (a setting the file does not
+    record, written before the setting existed, has its default)."""
+    p = metrics["parameters"]
+    out = {"arch": metrics["architecture"]}
+    for k in COMPARED[1:]:
+        out[k] = p.get(k, DEFAULTS[k])
+    out["lr"] = float(out["lr"])
+    if out["arch"] != "scratch":
+        out["nonlinearity"] = None
+    return out
