@@ -233,7 +233,7 @@ class Experiment:
         }
 
     def plot(self):
-        from dino_rnn.report.tables import plot_history
+        from dino_rnn.plots import plot_history
 
         return plot_history(self.history, title=f"{self.label} (seed {self.seed})", train_label=self.train_label)
 

@@ -49,7 +49,7 @@ from dino_rnn import anbn
 from dino_rnn import settings as P
 from dino_rnn.data import DataError, Vocab, make_pair
 from dino_rnn.experiment import Experiment, checkpoint_bytes
-from dino_rnn.report.tables import ANBN_LABELS, plot_anbn
+from dino_rnn.plots import ANBN_LABELS, plot_anbn
 from dino_rnn.files import NOTEBOOK_RESULTS, anbn_paths, output_dir
 from dino_rnn.files import save_figure, write_json
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN

@@ -225,7 +225,7 @@ def test_each_model_panel_marks_the_published_figures(six_models):
 def test_one_run_plot_has_units_and_a_legend_off_the_curves():
     import matplotlib.pyplot as plt
 
-    from dino_rnn.report.tables import plot_history
+    from dino_rnn.plots import plot_history
 
     fig = plot_history({"train_loss": [2.5, 2.0, 1.9], "valid_loss": [2.2, 1.8, 1.85], "best_epoch": 2}, title="x")
     ax = fig.axes[0]
