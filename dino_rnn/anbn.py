@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dino_rnn.train import History, run_epochs
+from dino_rnn.train import History, make_step, run_epochs
 
 A, B, EOS, UNK = "a", "b", "EOS", "UNK"
 TOKENS = (A, B, EOS, UNK)
@@ -283,8 +283,8 @@ def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3
                 desc: str = "PyTorch LSTM", autograd: bool = False) -> History:
     """Adam (the lab's choice, lr 3e-4; its fused kernel), mean cross-entropy, one step per sequence, in order.
 
-    The gradient is written out (:mod:`dino_rnn.fast.fastgrad`, as for the Dino Names models), or
-    with ``autograd=True`` autograd's, as the lab computed it.
+    The step is :func:`dino_rnn.train.make_step`'s: the compiled path's (as for the Dino Names
+    models), or with ``autograd=True`` the plain ``loss.backward()`` step, as the lab computed it.
 
     On :func:`dino_rnn.train.run_epochs`, the one epoch loop, without keeping a best state
     (the lab has no early stopping): the model ends as the last epoch left it.
@@ -292,14 +292,11 @@ def train_torch(model, train: Split, valid: Split, *, epochs: int, lr: float = 3
     import torch
     import torch.nn.functional as F
 
-    from dino_rnn.fast.steps import torch_step
-
     def tensors(s: Split):
         return [(F.one_hot(torch.as_tensor(x), len(TOKENS)).float(), torch.as_tensor(y)) for x, y in s.pairs]
 
-    # Adam's fused kernel (the same update as its default for-each path, to float rounding),
-    # called without the optimizer's Python around it (dino_rnn.fast.torch_private.FusedAdam).
-    step = torch_step(model, torch.optim.Adam(model.parameters(), lr=lr, fused=True), autograd=autograd)
+    # Adam's fused kernel: the same update as its default for-each path, to float rounding.
+    step = make_step(model, torch.optim.Adam(model.parameters(), lr=lr, fused=True), autograd=autograd)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one-sequence steps: more threads only add overhead
     try:
@@ -313,11 +310,9 @@ def train_numpy(net, optimizer, train: Split, valid: Split, *, epochs: int, clip
     """The lab's loop: per sequence, forward, hand-written backward, clip the global norm, step.
 
     ``autograd=True``: the gradient from autograd on the same equations written in torch
-    (:class:`dino_rnn.fast.steps.NumpyAutogradStep`) instead of the hand-written backward.
+    (:class:`dino_rnn.train.NumpyAutogradStep`) instead of the hand-written backward.
     """
-    from dino_rnn.fast.steps import numpy_step
-
-    step = numpy_step(net, optimizer, clip=clip, autograd=autograd)
+    step = make_step(net, optimizer, clip=clip, autograd=autograd)
     return run_epochs(step, train.pairs, valid.pairs, epochs=epochs, keep_best=False, progress=progress, desc=desc)
 
 

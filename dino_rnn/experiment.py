@@ -2,7 +2,7 @@
 
 Each model notebook is a narrated walk through an :class:`Experiment`::
 
-    exp = Experiment("lstm", epochs=EPOCHS, lr=LR, hidden=HIDDEN, ...)  # checks every parameter
+    exp = Experiment("lstm", epochs=EPOCHS, lr=LR, hidden=HIDDEN, ...)  # checks every setting
     exp.load_data()      # names, vocabulary, split, one-hot tensors
     exp.build()          # seeded model; exp.model, exp.n_params
     exp.train()          # the published protocol; exp.history
@@ -20,9 +20,10 @@ The checkpoint's sha256 is recorded in the metrics JSON when it is written, and
 whose bytes no longer match it (:func:`checkpoint_bytes`).
 
 Metrics JSON keys: ``architecture``, ``label``, ``learnable_parameters``, ``status``
-("ok" or "diverged"), ``message``, ``parameters`` (epochs, lr, hidden_size, num_layers,
-seed, max_names, temperature, device, nonlinearity, autograd), ``gradient`` (how the
-gradients were computed: "written-out", "autograd" or "numpy"; see :mod:`dino_rnn.fast.steps`),
+("ok" or "diverged"), ``message``, ``parameters`` (every setting, :meth:`Settings.parameters
+<dino_rnn.settings.Settings.parameters>`: epochs, lr, hidden, num_layers, max_names,
+nonlinearity, temperature, seed, device, autograd), ``gradient`` (how the gradients were
+computed: "written-out", "autograd" or "numpy"; see :func:`dino_rnn.train.make_step`),
 ``data`` (path, sha256, names, vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
 three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
@@ -42,6 +43,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dino_rnn import settings as P
@@ -51,47 +53,25 @@ from dino_rnn.files import CHECKPOINTS, METRICS
 from dino_rnn.files import atomic_path, save_figure, write_json
 from dino_rnn.models import ARCHITECTURES, LABELS, build_model, count_parameters
 from dino_rnn.sample import new_share, sample_names
-from dino_rnn.train import History, fit, resolve_device, set_seed
+from dino_rnn.train import History, make_optimizer, make_step, pairs_of, resolve_device, run_epochs, set_seed
 
 class Experiment:
-    """Train and document one architecture under the published protocol, for one seed."""
+    """Train and document one architecture under the published protocol, for one seed.
+
+    The keywords are the settings (:class:`~dino_rnn.settings.Settings`: the notebook's
+    parameters lower-cased), checked here before any data is read; ``exp.settings`` holds them.
+    """
 
     architectures = ARCHITECTURES
     checkpoint_suffix = ".pt"
     train_label = "training (dropout on)"
 
-    def __init__(
-        self,
-        arch: str,
-        *,
-        epochs: int = 40,
-        lr: float = 4e-4,
-        hidden: int = 64,
-        num_layers: int = 1,
-        seed: int = 0,
-        max_names: int | None = None,
-        results_dir=NOTEBOOK_RESULTS,
-        device: str = "auto",
-        data=None,
-        temperature: float = 0.8,
-        nonlinearity: str = "tanh",
-        autograd: bool = False,
-        progress: bool = True,
-    ):
-        # Every parameter is checked here, before any data is read or anything trained.
-        self.arch = P.choice("ARCH", arch, self.architectures)
-        self.epochs = P.positive_int("EPOCHS", epochs)
-        self.lr = P.positive_float("LR", lr)
-        self.hidden = P.positive_int("HIDDEN", hidden)
-        self.num_layers = P.positive_int("NUM_LAYERS", num_layers)
-        if self.arch == "scratch" and self.num_layers != 1:
-            raise P.ParameterError(f"NUM_LAYERS must be 1 for the from-scratch RNN, not {num_layers!r}")
-        self.seed = P.seed(seed)
-        self.max_names = P.positive_int("MAX_NAMES", max_names, allow_none=True)
-        self.temperature = P.positive_float("TEMPERATURE", temperature)
-        self.nonlinearity = P.choice("NONLINEARITY", nonlinearity, ("tanh", "none"))
-        self.device_name = P.device(device)
-        self.autograd = P.boolean("AUTOGRAD", autograd)
+    def __init__(self, arch: str, *, results_dir=NOTEBOOK_RESULTS, data=None, progress: bool = True, **settings):
+        arch = P.choice("ARCH", arch, self.architectures)
+        if arch == "scratch" and settings.get("num_layers", 1) != 1:
+            raise P.ParameterError(f"NUM_LAYERS must be 1 for the from-scratch RNN, not {settings['num_layers']!r}")
+        self.settings = P.Settings(arch=arch, **settings)
+        self.arch, self.seed = arch, self.settings.seed
         self.results_dir = output_dir(results_dir)
         self.data = data
         self.progress = progress
@@ -113,7 +93,8 @@ class Experiment:
         self.data_path = Path(self.name_report.path)
         self.vocab = Vocab(self.names)
         self.train_names, self.valid_names, self.test_names = split_names(self.names, self.seed)
-        used = self.train_names if self.max_names is None else self.train_names[: self.max_names]
+        n = self.settings.max_names
+        used = self.train_names if n is None else self.train_names[:n]
         self.train_set = encode_names(used, self.vocab)
         self.valid_set = encode_names(self.valid_names, self.vocab)
         self.test_set = encode_names(self.test_names, self.vocab)
@@ -121,42 +102,52 @@ class Experiment:
 
     # -- model -----------------------------------------------------------------
     def make_model(self):
-        return build_model(self.arch, len(self.vocab), self.hidden, self.num_layers, self.nonlinearity)
+        s = self.settings
+        return build_model(self.arch, len(self.vocab), s.hidden, s.num_layers, s.nonlinearity or "tanh")
 
     def build(self):
         """The seeded model, on the chosen device."""
         set_seed(self.seed)
-        self.device = resolve_device(self.device_name)
+        self.device = resolve_device(self.settings.device)
         self.model = self.make_model().to(self.device)
         self.n_params = count_parameters(self.model)
         return self.model
 
     # -- training --------------------------------------------------------------
+    @property
+    def trainable(self):
+        """What the step trains: the model (a NumPy experiment: its net)."""
+        return self.model
+
+    def make_optimizer(self):
+        return make_optimizer(self.model, self.settings.lr)
+
+    def pairs(self, examples) -> list:
+        """A split as the step takes it: ``(x, y)`` per name, on the model's device."""
+        return pairs_of(examples, self.device)
+
     def train(self) -> History:
-        """Fit under the published protocol; the model ends holding its best-validation state."""
-        set_seed(self.seed)
-        self.history = fit(
-            self.model,
-            self.train_set,
-            self.valid_set,
-            self.test_set,
-            epochs=self.epochs,
-            lr=self.lr,
-            autograd=self.autograd,
-            progress=self.progress,
-            desc=self.label,
-        )
+        """Fit under the published protocol (:mod:`dino_rnn.train`); the model ends holding its
+        best-validation state. The step is :func:`~dino_rnn.train.make_step`'s: the compiled
+        path's where it applies, the plain one with ``autograd=True``."""
+        s = self.settings
+        set_seed(s.seed)
+        torch.set_num_threads(1)  # one-name steps: more threads only add overhead
+        step = make_step(self.trainable, self.make_optimizer(), autograd=s.autograd)
+        splits = [self.pairs(x) for x in (self.train_set, self.valid_set, self.test_set)]
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
+            self.history = run_epochs(step, *splits, epochs=s.epochs, progress=self.progress, desc=self.label)
         return self.history
 
     # -- samples ---------------------------------------------------------------
     def sample(self) -> dict:
         """One name per start letter, greedy (as published) and at the temperature."""
         greedy = sample_names(self.model, self.vocab, self.train_names)
-        warm = sample_names(self.model, self.vocab, self.train_names, temperature=self.temperature, seed=self.seed)
+        warm = sample_names(self.model, self.vocab, self.train_names, temperature=self.settings.temperature, seed=self.seed)
         self.samples = {
             "greedy": greedy,
             "greedy_new_share": new_share(greedy),
-            "temperature": self.temperature,
+            "temperature": self.settings.temperature,
             "sampled": warm,
             "sampled_new_share": new_share(warm),
         }
@@ -166,7 +157,7 @@ class Experiment:
         """The samples as a table: one row per start letter, greedy beside sampled, new or known."""
         import pandas as pd
 
-        cols = {"greedy": self.samples["greedy"], f"T={self.temperature:g}": self.samples["sampled"]}
+        cols = {"greedy": self.samples["greedy"], f"T={self.settings.temperature:g}": self.samples["sampled"]}
         table = pd.concat({k: pd.DataFrame(v).set_index("start") for k, v in cols.items()}, axis=1)
         return table.replace({True: "new", False: "known"})
 
@@ -187,18 +178,7 @@ class Experiment:
             "learnable_parameters": self.n_params,
             "status": h.status,
             "message": h.message,
-            "parameters": {
-                "epochs": self.epochs,
-                "lr": self.lr,
-                "hidden_size": self.hidden,
-                "num_layers": self.num_layers,
-                "seed": self.seed,
-                "max_names": self.max_names,
-                "temperature": self.temperature,
-                "device": str(self.device),
-                "nonlinearity": self.nonlinearity if self.arch == "scratch" else None,
-                "autograd": self.autograd,
-            },
+            "parameters": self.settings.parameters(device=str(self.device)),
             "gradient": h.gradient,
             "data": {
                 "path": str(self.data_path),
@@ -226,9 +206,9 @@ class Experiment:
         return {
             "arch": self.arch,
             "vocab": self.vocab.itos,
-            "hidden": self.hidden,
-            "num_layers": self.num_layers,
-            "nonlinearity": self.nonlinearity,
+            "hidden": self.settings.hidden,
+            "num_layers": self.settings.num_layers,
+            "nonlinearity": self.settings.nonlinearity or "tanh",
             "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
 

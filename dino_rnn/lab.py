@@ -53,8 +53,7 @@ from dino_rnn.plots import ANBN_LABELS, plot_anbn
 from dino_rnn.files import NOTEBOOK_RESULTS, anbn_paths, output_dir
 from dino_rnn.files import save_figure, write_json
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
-from dino_rnn.fast.steps import numpy_step
-from dino_rnn.train import History, run_epochs
+
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
 NUMPY_LABELS = {
@@ -120,8 +119,8 @@ class NumpyExperiment(Experiment):
 
     def __init__(self, arch: str, **kwargs):
         super().__init__(arch, **kwargs)
-        if self.num_layers != 1:
-            raise P.ParameterError(f"NUM_LAYERS must be 1 for the NumPy nets, not {self.num_layers!r}")
+        if self.settings.num_layers != 1:
+            raise P.ParameterError(f"NUM_LAYERS must be 1 for the NumPy nets, not {self.settings.num_layers!r}")
         self.net = None
 
     @property
@@ -130,16 +129,15 @@ class NumpyExperiment(Experiment):
 
     def load_data(self):
         report = super().load_data()
-        self.train_pairs = self._pairs(self.train_set)
-        self.valid_pairs = self._pairs(self.valid_set)
-        self.test_pairs = self._pairs(self.test_set)
+        self.train_pairs, self.valid_pairs, self.test_pairs = map(self.pairs, (self.train_set, self.valid_set, self.test_set))
         return report
 
-    def _pairs(self, examples):
+    def pairs(self, examples) -> list:
+        """A split as the NumPy step takes it: ``(ids, targets)`` index arrays per name."""
         return [tuple(np.asarray(a, dtype=np.intp) for a in make_pair(e.name, self.vocab)) for e in examples]
 
     def make_model(self):
-        return NETS[self.arch](len(self.vocab), self.hidden, seed=self.seed)
+        return NETS[self.arch](len(self.vocab), self.settings.hidden, seed=self.seed)
 
     def build(self):
         """The seeded NumPy net; ``exp.model`` is its :class:`TorchView` for sampling."""
@@ -149,20 +147,12 @@ class NumpyExperiment(Experiment):
         self.n_params = self.net.n_params
         return self.net
 
-    def evaluate(self, pairs) -> float:
-        """Mean over names of each name's mean cross-entropy."""
-        return sum(self.net.loss(x, y) for x, y in pairs) / len(pairs)
+    @property
+    def trainable(self):
+        return self.net
 
-    def train(self) -> History:
-        """The published protocol in NumPy; the net ends holding its best-validation state."""
-        opt = AdamW(self.net.params, lr=self.lr, weight_decay=WEIGHT_DECAY)
-        step = numpy_step(self.net, opt, autograd=self.autograd)
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.history = run_epochs(
-                step, self.train_pairs, self.valid_pairs, self.test_pairs,
-                epochs=self.epochs, progress=self.progress, desc=self.label,
-            )
-        return self.history
+    def make_optimizer(self):
+        return AdamW(self.net.params, lr=self.settings.lr, weight_decay=WEIGHT_DECAY)
 
     @property
     def metrics(self) -> dict:
@@ -174,7 +164,7 @@ class NumpyExperiment(Experiment):
         return {
             "arch": np.array(self.arch),
             "vocab": np.array(self.vocab.itos),
-            "hidden": np.array(self.hidden),
+            "hidden": np.array(self.settings.hidden),
             "seed": np.array(self.seed),
             **{f"param/{k}": v for k, v in self.net.params.items()},
         }
@@ -234,84 +224,88 @@ def run_anbn(
     42), so seeds vary the initialisation only. Losses are the *final* epoch's (the lab
     has no early stopping); accuracy and extrapolation are measured on the final model.
     ``autograd=True`` trains every model with autograd's gradient: the NumPy nets' equations
-    written in torch instead of their hand-written backward, and the PyTorch twin with
-    ``loss.backward()`` instead of the written-out gradient of :mod:`dino_rnn.fast.fastgrad`. Returns the JSON's content (``result["models"][key]`` per model).
+    written in torch instead of their hand-written backward, and the PyTorch twin with the
+    plain ``loss.backward()`` step instead of the compiled one. Returns the JSON's content
+    (``result["models"][key]`` per model).
     """
-    seed = P.seed(seed)
-    epochs = P.positive_int("ANBN_EPOCHS", epochs)
-    hidden = P.positive_int("ANBN_HIDDEN", hidden)
-    rnn_lr = P.positive_float("ANBN_RNN_LR", rnn_lr)
-    lstm_lr = P.positive_float("ANBN_LSTM_LR", lstm_lr)
-    torch_lr = P.positive_float("ANBN_TORCH_LR", torch_lr)
-    clip = P.positive_float("ANBN_CLIP", clip)
-    autograd = P.boolean("AUTOGRAD", autograd)
+    p = _anbn_parameters(seed=seed, epochs=epochs, hidden=hidden, rnn_lr=rnn_lr, lstm_lr=lstm_lr, torch_lr=torch_lr,
+                         clip=clip, adam_control=adam_control, autograd=autograd)
     data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
     results_dir = output_dir(results_dir)
-
     train, valid, test = anbn.split(anbn.generate(anbn.N_SEQUENCES, data_seed))
-    V = len(anbn.TOKENS)
-    specs = [
-        ("numpy_rnn", lambda: NumpyRNN(V, hidden, seed=seed), lambda n: SGD(n.params, rnn_lr), clip, f"SGD lr {rnn_lr:g}, clip {clip:g}"),
-        ("numpy_lstm", lambda: NumpyLSTM(V, hidden, seed=seed), lambda n: SGD(n.params, lstm_lr), clip, f"SGD lr {lstm_lr:g}, clip {clip:g}"),
-        ("torch_lstm", None, None, None, f"Adam lr {torch_lr:g} (torch.optim.Adam), no clipping"),
-    ]
-    if adam_control:
-        specs.append(
-            ("numpy_lstm_adam", lambda: NumpyLSTM(V, hidden, seed=seed), lambda n: AdamW(n.params, torch_lr, weight_decay=0.0), None, f"NumPy Adam lr {torch_lr:g}, no clipping")
-        )
-
     models = {}
-    for key, make, make_opt, clip_at, opt_text in specs:
-        t0 = time.perf_counter()
-        if key == "torch_lstm":
-            net = anbn.make_torch_twin(V, hidden, seed)
-            n_params = sum(p.numel() for p in net.parameters())
-            curves = anbn.train_torch(net, train, valid, epochs=epochs, lr=torch_lr, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
-            fn = anbn.torch_logits_fn(net)
-        else:
-            net = make()
-            n_params = net.n_params
-            with np.errstate(over="ignore", invalid="ignore"):
-                curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=epochs, clip=clip_at, progress=progress, desc=ANBN_LABELS[key], autograd=autograd)
-            fn = anbn.numpy_logits_fn(net)
-        train_seconds = time.perf_counter() - t0
-        models[key] = _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate)
+    for key, make, make_opt, clip_at, opt_text in _anbn_models(p):
+        fn, curves, n_params, seconds = _train_anbn(key, make, make_opt, clip_at, p, train, valid, progress)
+        models[key] = _measure(key, fn, curves, n_params, opt_text, seconds, train, valid, test, extrapolate)
+    result = {"task": _anbn_task(data_seed, train, valid, test, extrapolate), "parameters": p,
+              "models": models, "versions": _versions()}
+    _write_anbn(result, anbn_paths(results_dir, p["seed"]))
+    return result
 
-    result = {
-        "task": {
-            "name": "a^n b^n EOS",
-            "tokens": list(anbn.TOKENS),
-            "n_range": [anbn.N_MIN, anbn.N_MAX],
-            "sequences": anbn.N_SEQUENCES,
-            "data_seed": data_seed,
-            "train": len(train),
-            "valid": len(valid),
-            "test": len(test),
-            "extrapolate": [int(n) for n in extrapolate],
-            "always_b_accuracy": {"train": anbn.always_b_accuracy(train.sequences), "valid": anbn.always_b_accuracy(valid.sequences), "test": anbn.always_b_accuracy(test.sequences)},
-        },
-        "parameters": {
-            "seed": seed,
-            "epochs": epochs,
-            "hidden_size": hidden,
-            "rnn_lr": rnn_lr,
-            "lstm_lr": lstm_lr,
-            "torch_lr": torch_lr,
-            "clip": clip,
-            "adam_control": bool(adam_control),
-            "autograd": autograd,
-        },
-        "models": models,
-        "versions": _versions(),
-    }
-    paths = anbn_paths(results_dir, seed)
-    write_json(paths["json"], result)
+
+def _anbn_parameters(**p) -> dict:
+    """The lab's parameters, checked (one-line ParameterError naming the notebook's parameter)."""
+    checks = {"seed": P.seed, "epochs": lambda v: P.positive_int("ANBN_EPOCHS", v),
+              "hidden": lambda v: P.positive_int("ANBN_HIDDEN", v),
+              "rnn_lr": lambda v: P.positive_float("ANBN_RNN_LR", v),
+              "lstm_lr": lambda v: P.positive_float("ANBN_LSTM_LR", v),
+              "torch_lr": lambda v: P.positive_float("ANBN_TORCH_LR", v),
+              "clip": lambda v: P.positive_float("ANBN_CLIP", v), "adam_control": bool,
+              "autograd": lambda v: P.boolean("AUTOGRAD", v)}
+    return {k: checks[k](v) for k, v in p.items()}
+
+
+def _anbn_models(p: dict) -> list[tuple]:
+    """``(key, make the net, make its optimizer, clip, the optimizer in words)`` per model; the
+    PyTorch twin's are made by :func:`_train_anbn`."""
+    V, H, seed, clip = len(anbn.TOKENS), p["hidden"], p["seed"], p["clip"]
+    specs = [
+        ("numpy_rnn", lambda: NumpyRNN(V, H, seed=seed), lambda n: SGD(n.params, p["rnn_lr"]), clip,
+         f"SGD lr {p['rnn_lr']:g}, clip {clip:g}"),
+        ("numpy_lstm", lambda: NumpyLSTM(V, H, seed=seed), lambda n: SGD(n.params, p["lstm_lr"]), clip,
+         f"SGD lr {p['lstm_lr']:g}, clip {clip:g}"),
+        ("torch_lstm", None, None, None, f"Adam lr {p['torch_lr']:g} (torch.optim.Adam), no clipping"),
+    ]
+    if p["adam_control"]:
+        specs.append(("numpy_lstm_adam", lambda: NumpyLSTM(V, H, seed=seed),
+                      lambda n: AdamW(n.params, p["torch_lr"], weight_decay=0.0), None, f"NumPy Adam lr {p['torch_lr']:g}, no clipping"))
+    return specs
+
+
+def _train_anbn(key, make, make_opt, clip_at, p, train, valid, progress):
+    """Train one of the lab's models: ``(logits function, history, parameters, seconds)``; the
+    seconds leave out the compiling of the kernels (``history.compile_seconds``)."""
+    t0 = time.perf_counter()
+    if key == "torch_lstm":
+        net = anbn.make_torch_twin(len(anbn.TOKENS), p["hidden"], p["seed"])
+        n_params = sum(x.numel() for x in net.parameters())
+        curves = anbn.train_torch(net, train, valid, epochs=p["epochs"], lr=p["torch_lr"], progress=progress,
+                                  desc=ANBN_LABELS[key], autograd=p["autograd"])
+        fn = anbn.torch_logits_fn(net)
+    else:
+        net = make()
+        n_params = net.n_params
+        with np.errstate(over="ignore", invalid="ignore"):
+            curves = anbn.train_numpy(net, make_opt(net), train, valid, epochs=p["epochs"], clip=clip_at,
+                                      progress=progress, desc=ANBN_LABELS[key], autograd=p["autograd"])
+        fn = anbn.numpy_logits_fn(net)
+    return fn, curves, n_params, time.perf_counter() - t0 - curves.compile_seconds
+
+
+def _anbn_task(data_seed, train, valid, test, extrapolate) -> dict:
+    always_b = {name: anbn.always_b_accuracy(s.sequences) for name, s in (("train", train), ("valid", valid), ("test", test))}
+    return {"name": "a^n b^n EOS", "tokens": list(anbn.TOKENS), "n_range": [anbn.N_MIN, anbn.N_MAX],
+            "sequences": anbn.N_SEQUENCES, "data_seed": data_seed, "train": len(train), "valid": len(valid),
+            "test": len(test), "extrapolate": [int(n) for n in extrapolate], "always_b_accuracy": always_b}
+
+
+def _write_anbn(result: dict, paths: dict) -> None:
     import matplotlib.pyplot as plt
 
+    write_json(paths["json"], result)
     fig = plot_anbn(result)
     save_figure(fig, paths["plot"], dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return result
 
 
 def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate) -> dict:
@@ -339,6 +333,7 @@ def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, t
         "extrapolated": sum(r["exact"] for r in rows),
         "largest_n": anbn.largest_exact(rows, extrapolate[0]) if rows else None,
         "seconds": train_seconds,
+        "compile_seconds": curves.compile_seconds,
         "seconds_per_epoch": float(np.median(curves.seconds)) if curves.seconds else math.nan,
     }
 

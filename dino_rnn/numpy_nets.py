@@ -105,7 +105,7 @@ def _one_hot(ids: np.ndarray, n: int) -> np.ndarray:
     return x
 
 
-class _Net:
+class NumpyNet:
     """What both networks share: the flat parameter buffer and the dict of views into it."""
 
     vocab_size: int
@@ -154,7 +154,7 @@ class _Net:
 # ---------------------------------------------------------------------------
 
 
-class NumpyRNN(_Net):
+class NumpyRNN(NumpyNet):
     r"""An Elman RNN with a softmax read-out, as in the lab.
 
     For each step t, with :math:`x_t` one-hot::
@@ -237,7 +237,7 @@ class NumpyRNN(_Net):
 # ---------------------------------------------------------------------------
 
 
-class NumpyLSTM(_Net):
+class NumpyLSTM(NumpyNet):
     r"""An LSTM with a linear read-out, as in the lab.
 
     For each step t, with :math:`z_t = [h_{t-1}; x_t]` (concatenation) and σ the logistic

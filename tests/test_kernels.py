@@ -19,7 +19,8 @@ from numba import njit
 
 from dino_rnn.fast import fastgrad
 from dino_rnn.fast import kernels
-from dino_rnn.fast import steps
+from dino_rnn import train as steps
+from dino_rnn.fast import steps as fast_steps
 from dino_rnn.models import build_model
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, clip_grad_norm
 
@@ -166,8 +167,8 @@ def test_numpy_net_kernel_is_the_numpy_code(cls, V, H):
     net = cls(V, H, seed=2)
     for v in net.params.values():  # non-zero biases, larger weights: every path carries gradient
         v[...] += rng.normal(0, 0.3, v.shape)
-    step = steps.numpy_step(net, SGD(net.params, 0.1))
-    assert step._grads is not None  # the compiled path is the default
+    step = steps.make_step(net, SGD(net.params, 0.1))
+    assert isinstance(step, fast_steps.CompiledNumpyStep)  # the compiled path is the default
     for T in (1, 2, 9, 25):
         x, y = rng.integers(0, V, T), rng.integers(0, V, T)
         loss, grads = net.loss_and_grads(x, y)
@@ -190,8 +191,8 @@ def test_numpy_net_evaluation_kernel_is_the_numpy_loss(cls, V, H):
     for v in net.params.values():
         v[...] += rng.normal(0, 0.3, v.shape)
     pairs = [(rng.integers(0, V, T), rng.integers(0, V, T)) for T in (1, 2, 9, 25)]
-    compiled, numpy = steps.numpy_step(net, SGD(net.params, 0.1)), steps.numpy_step(net, SGD(net.params, 0.1), compiled=False)
-    assert compiled._eval_loss is not net.loss and numpy._eval_loss == net.loss
+    compiled, numpy = steps.make_step(net, SGD(net.params, 0.1)), steps.make_step(net, SGD(net.params, 0.1), compiled=False)
+    assert isinstance(compiled, fast_steps.CompiledNumpyStep) and type(numpy) is steps.NumpyStep
     for x, y in pairs:
         assert compiled._eval_loss(x, y) == pytest.approx(net.loss(x, y), rel=1e-13, abs=1e-13)
         assert compiled._eval_loss(x, y) == compiled.loss_and_grads(x, y)[0]  # the same forward pass, bit for bit
@@ -204,7 +205,7 @@ def test_numpy_net_evaluation_kernel_is_the_numpy_loss(cls, V, H):
 @pytest.mark.parametrize("cls", [NumpyRNN, NumpyLSTM], ids=["rnn", "lstm"])
 def test_numpy_net_kernel_refuses_tokens_outside_the_vocabulary(cls):
     net = cls(5, 4)
-    step = steps.numpy_step(net, SGD(net.params, 0.1))
+    step = steps.make_step(net, SGD(net.params, 0.1))
     for x, y in (([0, 5], [1, 1]), ([0, 1], [1, -1]), ([0, 1], [1])):
         with pytest.raises(ValueError):
             step(np.asarray(x), np.asarray(y))
@@ -229,8 +230,8 @@ def test_numpy_step_compiled_or_not_trains_alike(cls, opt):
     nets = []
     for compiled in (False, True):
         net = cls(27, 16, seed=0)
-        step = steps.numpy_step(net, make_opt(net.params), clip=clip, compiled=compiled)
-        assert (step._update is not None) == compiled
+        step = steps.make_step(net, make_opt(net.params), clip=clip, compiled=compiled)
+        assert (getattr(step, "_update", None) is not None) == compiled
         losses = [step(x, y) for x, y in pairs]
         nets.append((net.flat.copy(), losses))
     (wa, la), (wb, lb) = nets

@@ -18,16 +18,17 @@ from torch import nn
 
 from dino_rnn.runner import bench
 from dino_rnn.fast import fastgrad
-from dino_rnn.fast import steps
+from dino_rnn import train as steps
+from dino_rnn.fast import steps as fast_steps
 from dino_rnn.data import Example, Vocab, encode_names
 from dino_rnn.models import ARCHITECTURES, build_model, count_parameters
-from dino_rnn.train import evaluate, make_optimizer, pairs_of
+from dino_rnn.train import Step, make_optimizer, pairs_of
 from dino_rnn.train import train_epoch as _train_epoch
 
 
 def train_epoch(model, examples, optimizer, autograd=False):
     """One epoch through the step the trainer would choose (written-out unless ``autograd``)."""
-    return _train_epoch(steps.torch_step(model, optimizer, autograd=autograd), pairs_of(examples))
+    return _train_epoch(steps.make_step(model, optimizer, autograd=autograd), pairs_of(examples))
 
 V = 27
 NAMES = ["aachenosaurus", "abelisaurus", "t", "rex", "zby", "oviraptor", "pachycephalosaurus"]
@@ -199,8 +200,8 @@ def test_fast_gradient_declines_several_layers_and_autograd_takes_over():
     assert "one layer" in fastgrad.unsupported(model)
     with pytest.raises(ValueError, match="one layer"):
         fastgrad.WrittenOut(model)
-    assert steps.torch_step(model, make_optimizer(model, 1e-3)).gradient == "autograd"
-    assert steps.torch_step(build_model("lstm", V), make_optimizer(model, 1e-3)).gradient == "written-out"
+    assert steps.make_step(model, make_optimizer(model, 1e-3)).gradient == "autograd"
+    assert steps.make_step(build_model("lstm", V), make_optimizer(model, 1e-3)).gradient == "written-out"
 
 
 @pytest.mark.parametrize("how", ["environment", "argument"])
@@ -214,7 +215,7 @@ def test_autograd_switch_gives_the_same_training(monkeypatch, how):
         torch.manual_seed(0)
         model = build_model("gru", V)
         optimizer = make_optimizer(model, 1e-2)
-        step = steps.torch_step(model, optimizer, autograd=switch and how == "argument")
+        step = steps.make_step(model, optimizer, autograd=switch and how == "argument")
         assert step.gradient == ("autograd" if switch else "written-out")
         torch.manual_seed(1)
         losses[switch] = [_train_epoch(step, pairs_of(names)) for _ in range(3)]
@@ -293,7 +294,7 @@ def test_train_epoch_equals_plain_autograd_loop(arch):
         assert la == pytest.approx(lb, abs=1e-5)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert (pa - pb).abs().max().item() < 1e-5
-    assert evaluate(a, examples) == pytest.approx(evaluate(b, examples), abs=1e-5)
+    assert Step(a, None).evaluate(pairs_of(examples)) == pytest.approx(Step(b, None).evaluate(pairs_of(examples)), abs=1e-5)
 
 
 def test_train_epoch_is_deterministic():
@@ -304,7 +305,7 @@ def test_train_epoch_is_deterministic():
         torch.manual_seed(3)
         m = build_model("lstm", len(vocab))
         o = make_optimizer(m, 4e-4)
-        out.append([train_epoch(m, examples, o) for _ in range(2)] + [evaluate(m, examples)])
+        out.append([train_epoch(m, examples, o) for _ in range(2)] + [Step(m, None).evaluate(pairs_of(examples))])
     assert out[0] == out[1]
 
 
@@ -323,7 +324,7 @@ def test_bench_reference_loss_equals_trainer_loss(arch):
         ref_loss = F.cross_entropy(logits, tgt).item()
     e = encode_names([name], vocab)[0]
     assert torch.equal(tgt, e.y)
-    assert evaluate(ours, [e]) == pytest.approx(ref_loss, abs=1e-6)
+    assert Step(ours, None).evaluate(pairs_of([e])) == pytest.approx(ref_loss, abs=1e-6)
     # and the trainer's fast gradient is the reference loop's autograd gradient
     ours.eval()
     fastgrad.loss_and_grad(ours, e.x, e.y)

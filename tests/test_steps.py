@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dino_rnn import anbn
-from dino_rnn.fast import steps
+from dino_rnn import train as steps
+from dino_rnn.fast import steps as fast_steps
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
 from dino_rnn.train import run_epochs
 
@@ -34,7 +35,7 @@ def test_torch_equations_are_the_numpy_nets(kind):
     net = NETS[kind](7, 5, seed=1)
     for v in net.params.values():
         v[...] = rng.normal(0, 0.6, v.shape)
-    step = steps.numpy_step(net, SGD(net.params, 0.1), autograd=True)
+    step = steps.make_step(net, SGD(net.params, 0.1), autograd=True)
     assert isinstance(step, steps.NumpyAutogradStep) and step.gradient == "autograd"
     for x, y in _pairs(rng, 6, 7):
         loss, grads = net.loss_and_grads(x, y)
@@ -54,7 +55,7 @@ def test_numpy_nets_train_the_same_with_autograd(kind, opt):
     for autograd in (False, True):
         net = NETS[kind](6, 12, seed=2)
         optimizer = AdamW(net.params, lr=1e-2) if opt == "adamw" else SGD(net.params, 0.5)
-        step = steps.numpy_step(net, optimizer, clip=0.25 if opt == "sgd+clip" else None, autograd=autograd)
+        step = steps.make_step(net, optimizer, clip=0.25 if opt == "sgd+clip" else None, autograd=autograd)
         h = run_epochs(step, train, valid, valid, epochs=3, progress=False)
         assert h.gradient == ("autograd" if autograd else "numpy")
         runs[autograd] = h, net.flat.copy()
@@ -128,7 +129,7 @@ def test_a_clipped_step_moves_the_weights_by_the_clipped_gradient(autograd):
     full = np.concatenate([g.ravel() for g in grads.values()])
     assert np.linalg.norm(full) > 0.3  # so that clipping at 0.25 bites
     before = net.flat.copy()
-    steps.numpy_step(net, SGD(net.params, 1.0), clip=0.25, autograd=autograd)(x, y)
+    steps.make_step(net, SGD(net.params, 1.0), clip=0.25, autograd=autograd)(x, y)
     moved = before - net.flat
     assert np.linalg.norm(moved) == pytest.approx(0.25, rel=1e-9)
     np.testing.assert_allclose(moved, full * 0.25 / np.linalg.norm(full), rtol=0, atol=1e-12)
@@ -145,8 +146,8 @@ def test_the_written_out_step_evaluates_as_the_model_does(arch):
     torch.manual_seed(0)
     V = 4 if arch == "twin" else 27
     model = anbn.make_torch_twin(V, 50, seed=0) if arch == "twin" else build_model(arch, V, 64)
-    step = steps.torch_step(model, torch.optim.AdamW(model.parameters(), lr=1e-3))
-    assert isinstance(step, steps.WrittenOutStep)
+    step = steps.make_step(model, torch.optim.AdamW(model.parameters(), lr=1e-3))
+    assert isinstance(step, fast_steps.WrittenOutStep)
     rng = np.random.default_rng(1)
     pairs = [(F.one_hot(torch.as_tensor(ids), V).float(), torch.as_tensor(rng.integers(0, V, len(ids))))
              for ids in (rng.integers(0, V, T) for T in (1, 5, 12, 30))]
@@ -156,7 +157,7 @@ def test_the_written_out_step_evaluates_as_the_model_does(arch):
     fast = step.evaluate(pairs)
     assert not model.training
     with torch.no_grad():
-        torch_loss = steps.evaluate_pairs(model, pairs)
+        torch_loss = steps.Step(model, None).evaluate(pairs)
     assert fast == pytest.approx(torch_loss, rel=2e-6)
     assert fast == sum(step.grad.loss(x, y) for x, y in pairs) / len(pairs)  # the kernel's, not torch's
     for g, before in zip(step.grad.grads, grads):

@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from dino_rnn.fast import steps
+from dino_rnn import train as steps
+from dino_rnn.fast import steps as fast_steps
 from dino_rnn import train as train_mod
 from dino_rnn.data import encode_names, split_names
 from dino_rnn.models import ARCHITECTURES, build_model
-from dino_rnn.train import evaluate, fit, set_seed
+from dino_rnn.train import Step, fit, pairs_of, set_seed
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_test_loss_comes_from_the_best_validation_state(arch, overfit, vocab, mo
     best, final = states[h.best_epoch - 1], states[-1]
 
     def run_evaluation(m, examples):  # as the run evaluates: through its step (a compiled kernel)
-        return steps.torch_step(m, train_mod.make_optimizer(m, 1e-3)).evaluate(train_mod.pairs_of(examples))
+        return steps.make_step(m, train_mod.make_optimizer(m, 1e-3)).evaluate(train_mod.pairs_of(examples))
 
     def loss_at(state, examples):
         m = copy.deepcopy(model)
@@ -117,7 +118,7 @@ def test_test_loss_comes_from_the_best_validation_state(arch, overfit, vocab, mo
     )
     # ... measured on the model, which ends holding those weights ...
     assert run_evaluation(model, overfit[2]) == h.test_loss
-    assert evaluate(model, overfit[2]) == pytest.approx(h.test_loss, rel=1e-6)  # the model's own forward pass
+    assert Step(model, None).evaluate(pairs_of(overfit[2])) == pytest.approx(h.test_loss, rel=1e-6)  # the model's own forward pass
     for k, v in model.state_dict().items():
         assert torch.equal(v, best[k]), f"the model's {k} is not epoch {h.best_epoch}'s after fit"
     # ... kept as a copy, not a view of the live weights

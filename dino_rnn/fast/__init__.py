@@ -1,0 +1,51 @@
+"""The compiled speed path: drop-in steps that compute the same gradient as :mod:`dino_rnn.train`'s.
+
+One interface::
+
+    step = compiled_step(model, optimizer, clip=None)   # None where no compiled step applies
+    step.warm_up(x, y)                                  # compiles its kernels (changes nothing)
+
+and the step then does what :class:`dino_rnn.train.Step` (a PyTorch model) or
+:class:`dino_rnn.train.NumpyStep` (a NumPy net) does: ``step(x, y)``, ``train()``,
+``evaluate(pairs)``, ``snapshot()``, ``restore(state)``. :func:`dino_rnn.train.make_step`
+is its only caller; ``AUTOGRAD = True`` in a notebook trains without it.
+
+Inside: :mod:`~dino_rnn.fast.fastgrad` writes out backpropagation through time for the
+one-layer cells (readable NumPy, checked against autograd), :mod:`~dino_rnn.fast.kernels`
+compiles it with numba (forward and backward in one call per name), :mod:`~dino_rnn.fast.steps`
+wraps the kernels as steps, and :mod:`~dino_rnn.fast.torch_private` is the one place that
+relies on PyTorch internals (AdamW's fused kernel without the optimizer's Python around it).
+The contract is the equivalence tests: ``tests/test_speed_semantics.py`` (every model against
+autograd), ``tests/test_kernels.py`` (each kernel against the NumPy code it replaces).
+
+Importing this package loads nothing heavy; numba loads with the first :func:`compiled_step`.
+"""
+
+from __future__ import annotations
+
+# How a compiled step computed its gradient, as the metrics record it ("gradient").
+WRITTEN_OUT, NUMPY = "written-out", "numpy"
+
+
+def unsupported(model) -> str | None:
+    """Why no compiled step applies to ``model`` (``None``: one does)."""
+    from dino_rnn.numpy_nets import NumpyLSTM, NumpyNet, NumpyRNN
+
+    if isinstance(model, NumpyNet):
+        return None if type(model) in (NumpyRNN, NumpyLSTM) else f"no compiled kernels for {type(model).__name__}"
+    from dino_rnn.fast import fastgrad
+
+    return fastgrad.unsupported(model)
+
+
+def compiled_step(model, optimizer, clip: float | None = None):
+    """The compiled drop-in step for ``model`` (a PyTorch model or a NumPy net), or ``None``
+    where none applies (:func:`unsupported` says why)."""
+    if unsupported(model) is not None:
+        return None
+    from dino_rnn.fast import steps
+    from dino_rnn.numpy_nets import NumpyNet
+
+    if isinstance(model, NumpyNet):
+        return steps.CompiledNumpyStep(model, optimizer, clip)
+    return steps.WrittenOutStep(model, optimizer)

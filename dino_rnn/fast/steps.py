@@ -1,58 +1,26 @@
-"""One training step, three ways: the interface the epoch loop trains through.
+"""The compiled path's steps: the plain steps of :mod:`dino_rnn.train`, their gradient computed
+by compiled kernels.
 
-A *step* trains a model on one sequence: the loss (training mode), its gradient, one
-optimizer update. How the gradient is computed is chosen once per run, when the step is
-made, and the epoch loop (:func:`dino_rnn.train.run_epochs`) knows nothing of which::
+:class:`WrittenOutStep` is :class:`dino_rnn.train.Step` with backpropagation through time written
+out (:mod:`dino_rnn.fast.fastgrad`, compiled in :mod:`dino_rnn.fast.kernels`) in place of
+``loss.backward()``, and AdamW's fused kernel called directly (:mod:`dino_rnn.fast.torch_private`).
+:class:`CompiledNumpyStep` is :class:`dino_rnn.train.NumpyStep` with the NumPy net's forward and
+backward pass, the clipping and the update each one compiled call.
 
-    step = torch_step(model, optimizer)       # or numpy_step(net, optimizer, clip=...)
-    step.gradient                             # "written-out", "autograd" or "numpy": recorded in the metrics
-    step.train()                              # training mode, before an epoch's steps
-    loss = step(x, y)                         # one sequence: loss, gradient, optimizer update
-    step.evaluate(pairs)                      # mean loss over (x, y) pairs, evaluation mode
-    state = step.snapshot(); step.restore(state)
-
-=============  =====================================================  ==========================
-gradient       how                                                    for
-=============  =====================================================  ==========================
-written-out    back-propagation through time written out               the four PyTorch models
-               (:mod:`dino_rnn.fast.fastgrad`, compiled in                 and the aⁿbⁿ lab's twin,
-               :mod:`dino_rnn.fast.kernels`), checked against autograd     one layer, on the CPU
-autograd       ``loss.backward()``                                    every PyTorch model; the
-                                                                      NumPy nets' equations
-                                                                      written in torch
-numpy          the NumPy nets' own hand-written backward              the NumPy nets
-               (:mod:`dino_rnn.numpy_nets`, compiled in
-               :mod:`dino_rnn.fast.kernels`)
-=============  =====================================================  ==========================
-
-``step.loss_and_grad(x, y)`` and ``step.update()`` are a PyTorch step's two halves
-(``dino-rnn bench`` times each). ``step.evaluate`` runs the forward pass the same way as the
-gradient: a compiled step evaluates with its compiled kernel (written-out: the gradient's
-kernel without dropout; numpy: the net's forward pass), the others with the model's own code.
-
-Every step of one run applies the same optimizer update, so the ways differ only in the
-gradient, which agrees to float rounding (the tests check it).
+Both evaluate with their kernel too (the same losses to float32 rounding), and both have
+``warm_up(x, y)``, which compiles every kernel the step calls (or loads it from numba's disk
+cache) without changing a parameter, a gradient buffer or any random state.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 
 import torch
-import torch.nn.functional as F
 
-from dino_rnn.fast import fastgrad
-from dino_rnn.fast import kernels
-from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
+from dino_rnn.fast import NUMPY, WRITTEN_OUT, fastgrad, kernels
 from dino_rnn.fast.torch_private import FusedAdam
-
-WRITTEN_OUT, AUTOGRAD, NUMPY = "written-out", "autograd", "numpy"
-
-
-def autograd_requested() -> bool:
-    """``DINO_RNN_AUTOGRAD=1`` in the environment asks for autograd everywhere."""
-    return os.environ.get("DINO_RNN_AUTOGRAD", "") not in ("", "0")
+from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
 
 
 # ---------------------------------------------------------------------------
@@ -60,23 +28,18 @@ def autograd_requested() -> bool:
 # ---------------------------------------------------------------------------
 
 
-class TorchStep:
-    """What both PyTorch steps share: a step is ``loss_and_grad`` (each class its own way), then
-    ``update`` (one optimizer step); evaluation and the best-state copy.
+class WrittenOutStep:
+    """:class:`dino_rnn.train.Step` with the gradient written out and compiled
+    (:class:`~dino_rnn.fast.fastgrad.WrittenOut`), then AdamW's fused kernel called directly."""
 
-    The two halves are separate methods so that ``dino-rnn bench`` can time each.
-    """
+    gradient = WRITTEN_OUT
 
-    gradient = ""
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, model, optimizer):
         self.model, self.optimizer = model, optimizer
-        fused = FusedAdam.make(optimizer)
-        self._fused = fused
-        self.update = fused.step if fused is not None else optimizer.step
-
-    def loss_and_grad(self, x, y) -> float:
-        raise NotImplementedError
+        self.grad = fastgrad.WrittenOut(model)
+        self.loss_and_grad = self.grad  # one name's loss; the gradient in the buffers the update reads
+        fused, grads = FusedAdam.make(optimizer), self.grad.grads
+        self.update = (lambda: fused.step(grads)) if fused is not None else self._optimizer_step
 
     def __call__(self, x, y) -> float:
         loss = self.loss_and_grad(x, y)
@@ -84,14 +47,25 @@ class TorchStep:
             self.update()
         return loss
 
+    def _optimizer_step(self) -> None:
+        self.grad.set_grads()  # a zero_grad(set_to_none=True) elsewhere would have dropped them
+        self.optimizer.step()
+
+    def warm_up(self, x, y) -> None:
+        """Compile the kernel: one evaluation (its own buffers, no dropout draw)."""
+        mode = self.model.training
+        self.model.eval()
+        self.grad.loss(x, y)
+        self.model.train(mode)
+
     def train(self) -> None:
         self.model.train()
 
-    @torch.no_grad()
     def evaluate(self, pairs) -> float:
-        """Mean over sequences of each one's mean cross-entropy, in eval mode (no dropout)."""
+        """Mean over sequences of each one's mean cross-entropy, in eval mode, by the compiled kernel
+        of the gradient (:meth:`~dino_rnn.fast.fastgrad.WrittenOut.loss`)."""
         self.model.eval()
-        return evaluate_pairs(self.model, pairs)
+        return sum(self.grad.loss(x, y) for x, y in pairs) / len(pairs)
 
     def snapshot(self) -> dict:
         return copy.deepcopy(self.model.state_dict())
@@ -100,100 +74,47 @@ class TorchStep:
         self.model.load_state_dict(state)
 
 
-class WrittenOutStep(TorchStep):
-    """The gradient written out (:class:`dino_rnn.fast.fastgrad.WrittenOut`), then the update."""
-
-    gradient = WRITTEN_OUT
-
-    def __init__(self, model, optimizer):
-        super().__init__(model, optimizer)
-        self.grad = fastgrad.WrittenOut(model)
-        self.loss_and_grad = self.grad  # one name's loss; the gradient in the buffers the update reads
-        grads = self.grad.grads
-        if self._fused is not None:
-            fused = self._fused
-            self.update = lambda: fused.step(grads)
-        else:
-            self.update = self._optimizer_step
-
-    def evaluate(self, pairs) -> float:
-        """As :meth:`TorchStep.evaluate`, by the compiled kernel of the gradient
-        (:meth:`~dino_rnn.fast.fastgrad.WrittenOut.loss`; the same losses to float32 rounding)."""
-        self.model.eval()
-        return sum(self.grad.loss(x, y) for x, y in pairs) / len(pairs)
-
-    def _optimizer_step(self) -> None:
-        self.grad.set_grads()  # a zero_grad(set_to_none=True) elsewhere would have dropped them
-        self.optimizer.step()
-
-
-class AutogradStep(TorchStep):
-    """``loss.backward()``, then the update."""
-
-    gradient = AUTOGRAD
-
-    def loss_and_grad(self, x, y) -> float:
-        logits, _ = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss.item()
-
-
-def torch_step(model, optimizer, autograd: bool = False) -> TorchStep:
-    """The written-out gradient where it applies, else autograd (always, with ``autograd=True``
-    or ``DINO_RNN_AUTOGRAD=1``)."""
-    if autograd or autograd_requested() or fastgrad.unsupported(model):
-        return AutogradStep(model, optimizer)
-    return WrittenOutStep(model, optimizer)
-
-
-def evaluate_pairs(model, pairs) -> float:
-    """Mean cross-entropy over (x, y) pairs with the model as it is (call under ``no_grad``)."""
-    total = torch.zeros((), device=next(model.parameters()).device)
-    for x, y in pairs:
-        logits, _ = model(x)
-        total += F.cross_entropy(logits, y)
-    return total.item() / len(pairs)
-
-
 # ---------------------------------------------------------------------------
 # NumPy nets
 # ---------------------------------------------------------------------------
 
 
-class NumpyStep:
-    """A NumPy net's hand-written gradient, optional global-norm clipping, a NumPy optimizer.
-
-    ``compiled`` (the default): the net's forward and backward pass run as one compiled
-    kernel, and so do the clipping and the update of :class:`~dino_rnn.numpy_nets.SGD` and
-    :class:`~dino_rnn.numpy_nets.AdamW` (:mod:`dino_rnn.fast.kernels`: the same equations, the same
-    numbers to float rounding); ``False``: the NumPy code of :mod:`dino_rnn.numpy_nets`.
-    """
+class CompiledNumpyStep:
+    """:class:`dino_rnn.train.NumpyStep` compiled: the net's forward and backward pass is one
+    kernel call, and so are the clipping and the update of :class:`~dino_rnn.numpy_nets.SGD` and
+    :class:`~dino_rnn.numpy_nets.AdamW` (the same equations, the same numbers to float rounding)."""
 
     gradient = NUMPY
 
-    def __init__(self, net, optimizer, clip: float | None = None, compiled: bool = True):
+    def __init__(self, net, optimizer, clip: float | None = None):
         self.net, self.optimizer, self.clip = net, optimizer, clip
         self._out = net.new_grads()  # one gradient buffer for the whole run
-        self._grads = _compiled_gradient(net, self._out) if compiled else None
-        self._update = _compiled_update(optimizer, self._out, clip) if compiled else None
-        self._eval_loss = (_compiled_loss(net) if compiled else None) or net.loss
-
-    def loss_and_grads(self, x, y):
-        if self._grads is not None:
-            return self._grads(x, y), self._out[1]
-        return self.net.loss_and_grads(x, y, out=self._out)
+        self._grads = _compiled_gradient(net, self._out)
+        self._update = _compiled_update(optimizer, self._out, clip)  # None: NumPy's update
+        self._eval_loss = _compiled_loss(net)
 
     def __call__(self, x, y) -> float:
         loss, grads = self.loss_and_grads(x, y)
         if self._update is not None:
             self._update()
-            return loss
-        if self.clip:
-            clip_grad_norm(grads, self.clip)
-        self.optimizer.step(grads)
+        else:  # another optimizer, or buffers that do not tile one flat buffer
+            if self.clip:
+                clip_grad_norm(grads, self.clip)
+            self.optimizer.step(grads)
         return loss
+
+    def loss_and_grads(self, x, y):
+        return self._grads(x, y), self._out[1]
+
+    def warm_up(self, x, y) -> None:
+        """Compile every kernel the step calls, on copies: nothing of the run's changes."""
+        self._eval_loss(x, y)
+        _compiled_gradient(self.net, self.net.new_grads())(x, y)
+        p, (g, _) = self.net.flat.copy(), self.net.new_grads()
+        if type(self.optimizer) is SGD:
+            kernels.clip_sgd_update(p, g, 0.1, 1.0)
+        elif type(self.optimizer) is AdamW:
+            kernels.adamw_update(p, g, g.copy(), g.copy(), 0.1, 0.9, 0.999, 1e-8, 0.0, 0.1, 1.0)
 
     def train(self) -> None:
         pass  # no dropout
@@ -241,8 +162,9 @@ def _compiled_loss(net):
 
 def _compiled_update(optimizer, out, clip):
     """``f()``: clip the gradient in ``out`` and update, as ``clip_grad_norm`` then
-    ``optimizer.step`` do, in one compiled call; ``None`` where that does not apply (another
-    optimizer, or parameters or gradients that do not tile one flat buffer)."""
+    ``optimizer.step`` do (SGD: one compiled call; AdamW: NumPy's clipping, then one compiled
+    call); ``None`` where that does not apply (another optimizer, or parameters or gradients
+    that do not tile one flat buffer)."""
     gflat, g = out
     params = optimizer._flat
     if params is None or list(g) != optimizer.keys or _flat_base([g[k] for k in optimizer.keys]) is not gflat:
@@ -251,84 +173,17 @@ def _compiled_update(optimizer, out, clip):
     if type(optimizer) is SGD:
         lr = optimizer.lr
         return lambda: kernels.clip_sgd_update(params, gflat, lr, max_norm)
-    if type(optimizer) is AdamW and not clip:
+    if type(optimizer) is AdamW:
         opt = optimizer
         m, v = opt.state_flat
         args = (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay)
 
         def adamw():
+            if clip:
+                clip_grad_norm(g, clip)
             kernels.adamw_update(params, gflat, m, v, *args, *opt.next_step())
 
         return adamw
     return None
 
 
-class NumpyAutogradStep(NumpyStep):
-    """The NumPy net's equations written in torch (float64, on its own parameters' memory),
-    differentiated by autograd; then the same clipping and NumPy optimizer."""
-
-    gradient = AUTOGRAD
-
-    def __init__(self, net, optimizer, clip: float | None = None):
-        super().__init__(net, optimizer, clip, compiled=False)
-        self.tensors = {k: torch.from_numpy(v) for k, v in net.params.items()}  # shared memory
-        self._gflat, self._grads = net.new_grads()
-        self._loss = _TORCH_LOSSES[type(net)]
-
-    def loss_and_grads(self, x, y):
-        params = {k: t.detach().requires_grad_() for k, t in self.tensors.items()}
-        loss = self._loss(params, torch.as_tensor(x), torch.as_tensor(y), self.net.vocab_size)
-        for (k, g), t in zip(self._grads.items(), torch.autograd.grad(loss, [params[k] for k in self._grads])):
-            g[...] = t.numpy()
-        return loss.item(), self._grads
-
-
-def numpy_rnn_loss_torch(p: dict, ids: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """:class:`~dino_rnn.numpy_nets.NumpyRNN`'s mean cross-entropy, in torch."""
-    h = torch.zeros(p["V"].shape[0], dtype=torch.float64)
-    xu = p["U"][:, ids].T + p["b_h"]
-    hs = []
-    for t in range(len(ids)):
-        h = torch.tanh(xu[t] + p["V"] @ h)
-        hs.append(h)
-    logits = torch.stack(hs) @ p["W"].T + p["b_o"]
-    return F.cross_entropy(logits, targets)
-
-
-def numpy_lstm_loss_torch(p: dict, ids: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """:class:`~dino_rnn.numpy_nets.NumpyLSTM`'s mean cross-entropy, in torch (gates f, i, g, o)."""
-    H = p["b_f"].shape[0]
-    W = torch.cat([p["W_f"], p["W_i"], p["W_g"], p["W_o"]])  # (4H, H + V): h columns, then x columns
-    b = torch.cat([p["b_f"], p["b_i"], p["b_g"], p["b_o"]])
-    ax = W[:, H:][:, ids].T + b
-    Wh = W[:, :H]
-    h = c = torch.zeros(H, dtype=torch.float64)
-    hs = []
-    for t in range(len(ids)):
-        a = ax[t] + Wh @ h
-        f, i, o = torch.sigmoid(a[:H]), torch.sigmoid(a[H : 2 * H]), torch.sigmoid(a[3 * H :])
-        g = torch.tanh(a[2 * H : 3 * H])
-        c = f * c + i * g
-        h = o * torch.tanh(c)
-        hs.append(h)
-    logits = torch.stack(hs) @ p["W_v"].T + p["b_v"]
-    return F.cross_entropy(logits, targets)
-
-
-_TORCH_LOSSES = {NumpyRNN: numpy_rnn_loss_torch, NumpyLSTM: numpy_lstm_loss_torch}
-
-
-def numpy_step(net, optimizer, clip: float | None = None, autograd: bool = False, compiled: bool = True) -> NumpyStep:
-    """The net's hand-written gradient (compiled unless ``compiled=False``); with ``autograd=True``
-    (or ``DINO_RNN_AUTOGRAD=1``), autograd on its equations written in torch."""
-    if autograd or autograd_requested():
-        return NumpyAutogradStep(net, optimizer, clip)
-    return NumpyStep(net, optimizer, clip, compiled=compiled)
-
-
-__all__ = [
-    "WRITTEN_OUT", "AUTOGRAD", "NUMPY",
-    "TorchStep", "WrittenOutStep", "AutogradStep", "torch_step", "evaluate_pairs",
-    "NumpyStep", "NumpyAutogradStep", "numpy_step",
-    "numpy_rnn_loss_torch", "numpy_lstm_loss_torch",
-]
