@@ -364,8 +364,7 @@ class NumpyLSTM(NumpyNet):
         da3 = da[:, : 3 * H].reshape(T, 3, H)
         Wg, _ = self._blocks()
         WhT = Wg[:, :H].T
-        dh_next = np.zeros(H)
-        dc_next = np.zeros(H)  # δc_{t+1} ∘ f_{t+1}
+        dh_next, dc_next = np.zeros(H), np.zeros(H)  # W_hᵀ δa_{t+1}; δc_{t+1} ∘ f_{t+1}
         for t in range(T - 1, -1, -1):
             dh = dh_out[t] + dh_next
             dc = dc_next + dh * K[t]
