@@ -44,8 +44,5 @@ def compiled_step(model, optimizer, clip: float | None = None):
     if unsupported(model) is not None:
         return None
     from dino_rnn.fast import steps
-    from dino_rnn.numpy_nets import NumpyNet
 
-    if isinstance(model, NumpyNet):
-        return steps.CompiledNumpyStep(model, optimizer, clip)
-    return steps.WrittenOutStep(model, optimizer)
+    return steps.compiled(model, optimizer, clip)

@@ -20,7 +20,7 @@ import torch
 
 from dino_rnn.fast import NUMPY, WRITTEN_OUT, fastgrad, kernels
 from dino_rnn.fast.torch_private import FusedAdam
-from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN, _flat_base, clip_grad_norm
+from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyNet, NumpyRNN, _flat_base, clip_grad_norm
 
 
 # ---------------------------------------------------------------------------
@@ -127,6 +127,13 @@ class CompiledNumpyStep:
 
     def restore(self, state) -> None:
         self.net.set_state(state)
+
+
+def compiled(model, optimizer, clip: float | None = None):
+    """The compiled step of a model or net that :func:`dino_rnn.fast.unsupported` accepts."""
+    if isinstance(model, NumpyNet):
+        return CompiledNumpyStep(model, optimizer, clip)
+    return WrittenOutStep(model, optimizer)
 
 
 def _kernel_arrays(net, arrays, flat=None):
