@@ -22,7 +22,7 @@ whose bytes no longer match it (:func:`checkpoint_bytes`).
 Metrics JSON keys: ``architecture``, ``label``, ``learnable_parameters``, ``status``
 ("ok" or "diverged"), ``message``, ``parameters`` (every setting, :meth:`Settings.parameters
 <dino_rnn.settings.Settings.parameters>`: epochs, lr, hidden, num_layers, max_names,
-nonlinearity, temperature, seed, device, autograd), ``gradient`` (how the gradients were
+nonlinearity, clip, temperature, seed, device, autograd), ``gradient`` (how the gradients were
 computed: "written-out", "autograd" or "numpy"; see :func:`dino_rnn.train.make_step`),
 ``data`` (path, sha256, names, vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
@@ -133,7 +133,7 @@ class Experiment:
         s = self.settings
         set_seed(s.seed)
         torch.set_num_threads(1)  # one-name steps: more threads only add overhead
-        step = make_step(self.trainable, self.make_optimizer(), autograd=s.autograd)
+        step = make_step(self.trainable, self.make_optimizer(), clip=s.clip, autograd=s.autograd)
         splits = [self.pairs(x) for x in (self.train_set, self.valid_set, self.test_set)]
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
             self.history = run_epochs(step, *splits, epochs=s.epochs, progress=self.progress, desc=self.label)

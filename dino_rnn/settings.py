@@ -174,7 +174,7 @@ def parse_seeds(text) -> list[int]:
 # ---------------------------------------------------------------------------
 
 _MODEL = ("EPOCHS", "LR", "HIDDEN", "NUM_LAYERS", "SEED", "MAX_NAMES", "TEMPERATURE", "DEVICE",
-          "RESULTS_DIR", "DATA", "AUTOGRAD")
+          "RESULTS_DIR", "DATA", "AUTOGRAD", "CLIP")
 # Each notebook's parameters, in the order of its parameters cell (a test checks that they are
 # exactly what papermill finds there). A notebook copied elsewhere still has its table.
 NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -236,7 +236,8 @@ class Settings:
 
     Each field is the notebook's parameter lower-cased; :meth:`parameters` is what the metrics
     JSON records under ``parameters``. ``nonlinearity`` is the from-scratch cell's only (``None``
-    for every other model).
+    for every other model); ``clip`` is the global gradient-norm limit (``None``: no clipping,
+    the published protocol).
     """
 
     arch: str = "lstm"
@@ -246,6 +247,7 @@ class Settings:
     num_layers: int = 1
     max_names: int | None = None
     nonlinearity: str | None = "tanh"
+    clip: float | None = None
     temperature: float = 0.8
     seed: int = 0
     device: str = "auto"
@@ -273,6 +275,7 @@ _CHECKS = {
     "num_layers": lambda v: positive_int("NUM_LAYERS", v),
     "max_names": lambda v: positive_int("MAX_NAMES", v, allow_none=True),
     "nonlinearity": lambda v: v if v is None else choice("NONLINEARITY", v, NONLINEARITIES),
+    "clip": lambda v: positive_float("CLIP", v, allow_none=True),
     "temperature": lambda v: positive_float("TEMPERATURE", v),
     "seed": seed,
     "device": device,
@@ -283,7 +286,7 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 # The settings that make a run's numbers: two runs that share them (and the names file) are
 # the same experiment, seeds apart. The report's rows, a sweep's grid points and the claims'
 # comparisons are all told apart by these, and only these.
-COMPARED = ("arch", "epochs", "lr", "hidden", "num_layers", "max_names", "nonlinearity", "temperature")
+COMPARED = ("arch", "epochs", "lr", "hidden", "num_layers", "max_names", "nonlinearity", "clip", "temperature")
 
 
 def settings_of(metrics: dict) -> dict:

@@ -10,7 +10,7 @@ loss is kept, and the reported training / validation / test losses are that epoc
 Read it top to bottom:
 
 1. :class:`Step`, one training step of a PyTorch model: forward, loss, ``loss.backward()``,
-   ``optimizer.step()``. :class:`NumpyStep` is the same for the NumPy nets, whose backward
+   optional global-norm clipping, ``optimizer.step()``. :class:`NumpyStep` is the same for the NumPy nets, whose backward
    pass is written by hand (:mod:`dino_rnn.numpy_nets`).
 2. :func:`make_step` picks the step. By default, where it applies, that is the compiled
    path's drop-in step (:mod:`dino_rnn.fast`): the same gradient (its equivalence tests are
@@ -93,8 +93,8 @@ class Step:
 
     gradient = AUTOGRAD
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None = None):
+        self.model, self.optimizer, self.clip = model, optimizer, clip
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
         loss = self.loss_and_grad(x, y)
@@ -109,6 +109,8 @@ class Step:
         return loss.item()
 
     def update(self) -> None:
+        if self.clip is not None:  # scale the whole gradient down to norm `clip` if it is longer
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()  # AdamW
 
     def train(self) -> None:
@@ -172,20 +174,21 @@ def autograd_requested() -> bool:
 def make_step(model, optimizer, *, clip: float | None = None, autograd: bool = False, compiled: bool = True):
     """The step a run trains with: the compiled path's where it applies, else the plain one.
 
-    ``model`` is a PyTorch model or a NumPy net. ``autograd=True`` (or ``DINO_RNN_AUTOGRAD=1``)
+    ``model`` is a PyTorch model or a NumPy net; ``clip`` limits the gradient's global norm
+    before every update (``None``: no clipping). ``autograd=True`` (or ``DINO_RNN_AUTOGRAD=1``)
     asks for autograd's gradient: :class:`Step` for a PyTorch model, and for a NumPy net its
     equations written in torch (:class:`NumpyAutogradStep`) in place of its hand-written
     backward. ``compiled=False`` keeps the plain steps without asking for autograd.
     """
     if autograd or autograd_requested():
-        return NumpyAutogradStep(model, optimizer, clip) if isinstance(model, NumpyNet) else Step(model, optimizer)
+        return NumpyAutogradStep(model, optimizer, clip) if isinstance(model, NumpyNet) else Step(model, optimizer, clip)
     if compiled:
         from dino_rnn import fast  # numba loads here, and only here
 
         step = fast.compiled_step(model, optimizer, clip)
         if step is not None:
             return step
-    return NumpyStep(model, optimizer, clip) if isinstance(model, NumpyNet) else Step(model, optimizer)
+    return NumpyStep(model, optimizer, clip) if isinstance(model, NumpyNet) else Step(model, optimizer, clip)
 
 
 # ---------------------------------------------------------------------------

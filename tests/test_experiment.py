@@ -110,3 +110,21 @@ def test_result_files_are_readable_by_others(finished):
     os.umask(mask)
     for p in finished.paths.values():
         assert p.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_clip_is_a_setting_checked_recorded_and_used(tmp_path):
+    """CLIP: None by default (the published protocol); a bad value is one line naming CLIP; a run
+    records it in its metrics and its numbers move with it."""
+    from dino_rnn.settings import Settings
+
+    assert Settings().clip is None
+    for bad in (0, -1.0, "1", float("nan")):
+        with pytest.raises(ParameterError, match="^CLIP must be a number greater than 0"):
+            Experiment("rnn", clip=bad, results_dir=tmp_path)
+    runs = {}
+    for clip in (None, 0.01):
+        exp = Experiment("rnn", epochs=1, max_names=40, clip=clip, results_dir=tmp_path, progress=False)
+        m = exp.run()
+        assert m["parameters"]["clip"] == clip
+        runs[clip] = m["train_loss"]
+    assert runs[None] != runs[0.01]

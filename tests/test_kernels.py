@@ -310,3 +310,21 @@ def test_the_twin_trains_alike_written_out_or_with_autograd():
     assert a.train_loss == pytest.approx(b.train_loss, rel=0, abs=1e-5)
     assert a.valid_loss == pytest.approx(b.valid_loss, rel=0, abs=1e-5)
     assert max((p - q).abs().max().item() for p, q in zip(wa, wb)) < 1e-4
+
+
+def test_adamw_with_clipping_is_compiled_and_trains_as_numpy_does():
+    """CLIP on a NumPy net trained by AdamW (notebook 06): the compiled update applies, and moves the
+    weights as the NumPy step (clip_grad_norm, then AdamW.step) does; and the clipping bites."""
+    rng = np.random.default_rng(2)
+    pairs = [(rng.integers(0, 27, T), rng.integers(0, 27, T)) for T in rng.integers(1, 20, 100)]
+    out = {}
+    for clip, compiled in ((0.05, False), (0.05, True), (None, True)):
+        net = NumpyLSTM(27, 16, seed=0)
+        step = steps.make_step(net, AdamW(net.params, 4e-3), clip=clip, compiled=compiled)
+        assert (getattr(step, "_update", None) is not None) == compiled
+        losses = [step(x, y) for x, y in pairs]
+        out[clip, compiled] = (net.flat.copy(), losses)
+    (wa, la), (wb, lb), (wc, _) = out[0.05, False], out[0.05, True], out[None, True]
+    np.testing.assert_allclose(lb, la, rtol=0, atol=1e-11)
+    np.testing.assert_allclose(wb, wa, rtol=0, atol=1e-11)
+    assert np.abs(wc - wb).max() > 1e-3

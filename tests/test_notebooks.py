@@ -45,6 +45,7 @@ MODEL_PARAMETERS = {
     "RESULTS_DIR": None,
     "DATA": None,
     "AUTOGRAD": False,
+    "CLIP": None,
 }
 EXPECTED_PARAMETERS = {
     **{nb: dict(MODEL_PARAMETERS) for nb in MODELS},

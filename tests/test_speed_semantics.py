@@ -374,3 +374,32 @@ def test_bench_study_section_compares_with_the_reference():
     assert "| 300 | 1/1.6 (0.62) | at most 0.5 | no |" in five
     assert "| 05_anbn_lab.ipynb | 35 | 40 |" in text
     assert "needs all four models" in "\n".join(bench._study_section({"rnn": rows["rnn"]}, studies, Args))
+
+
+# ---------------------------------------------------------------------------
+# Gradient clipping (CLIP): the same on every path
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_clipping_gives_the_same_losses_with_autograd_and_the_compiled_path(arch):
+    """An epoch with CLIP on: the plain step (loss.backward(), clip_grad_norm_, AdamW) and the
+    compiled one give the same losses and weights to float rounding; and the clipping bites
+    (without it, both end elsewhere), so a path that ignored CLIP would fail here."""
+    vocab = Vocab(NAMES * 3)
+    examples = encode_names(NAMES * 3, vocab)
+
+    def run(clip, autograd):
+        torch.manual_seed(0)
+        model = build_model(arch, len(vocab), 32)
+        step = steps.make_step(model, make_optimizer(model, 1e-2), clip=clip, autograd=autograd)
+        assert step.gradient == ("autograd" if autograd else "written-out")
+        torch.manual_seed(1)  # the same dropout draws on both paths
+        losses = [_train_epoch(step, pairs_of(examples)) for _ in range(2)]
+        return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    (la, wa), (lc, wc) = run(0.05, True), run(0.05, False)
+    assert lc == pytest.approx(la, rel=1e-5)
+    torch.testing.assert_close(wc, wa, rtol=1e-4, atol=1e-5)
+    _, unclipped = run(None, False)
+    assert (unclipped - wc).abs().max() > 1e-3

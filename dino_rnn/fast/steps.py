@@ -30,16 +30,22 @@ from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyNet, NumpyRNN, _flat
 
 class WrittenOutStep:
     """:class:`dino_rnn.train.Step` with the gradient written out and compiled
-    (:class:`~dino_rnn.fast.fastgrad.WrittenOut`), then AdamW's fused kernel called directly."""
+    (:class:`~dino_rnn.fast.fastgrad.WrittenOut`), optionally clipped as :class:`dino_rnn.train.Step`
+    clips it, then AdamW's fused kernel called directly."""
 
     gradient = WRITTEN_OUT
 
-    def __init__(self, model, optimizer):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model, optimizer, clip: float | None = None):
+        self.model, self.optimizer, self.clip = model, optimizer, clip
         self.grad = fastgrad.WrittenOut(model)
         self.loss_and_grad = self.grad  # one name's loss; the gradient in the buffers the update reads
         fused, grads = FusedAdam.make(optimizer), self.grad.grads
-        self.update = (lambda: fused.step(grads)) if fused is not None else self._optimizer_step
+        self._update = (lambda: fused.step(grads)) if fused is not None else self._optimizer_step
+
+    def update(self) -> None:
+        if self.clip is not None:  # the buffers are the parameters' .grad: torch's own clipping
+            torch.nn.utils.clip_grad_norm_(self.grad.tensors, self.clip)
+        self._update()
 
     def __call__(self, x, y) -> float:
         loss = self.loss_and_grad(x, y)
@@ -133,7 +139,7 @@ def compiled(model, optimizer, clip: float | None = None):
     """The compiled step of a model or net that :func:`dino_rnn.fast.unsupported` accepts."""
     if isinstance(model, NumpyNet):
         return CompiledNumpyStep(model, optimizer, clip)
-    return WrittenOutStep(model, optimizer)
+    return WrittenOutStep(model, optimizer, clip)
 
 
 def _kernel_arrays(net, arrays, flat=None):
