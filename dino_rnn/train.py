@@ -14,7 +14,7 @@ Read it top to bottom:
    pass is written by hand (:mod:`dino_rnn.numpy_nets`).
 2. :func:`make_step` picks the step. By default, where it applies, that is the compiled
    path's drop-in step (:mod:`dino_rnn.fast`): the same gradient (its equivalence tests are
-   the contract), computed by compiled kernels, 5-20 times faster on a CPU. ``autograd=True``
+   the contract), computed by compiled kernels, many times faster on a CPU (docs/speed.md). ``autograd=True``
    (a notebook's ``AUTOGRAD = True``, or ``DINO_RNN_AUTOGRAD=1``) trains with the plain steps.
 3. :func:`run_epochs`, the one epoch loop of every trainer (the four models, the NumPy
    nets, the aⁿbⁿ lab), and :func:`fit`, the published protocol on it.

@@ -18,7 +18,7 @@ cross-entropy, twice:
 It gives what ``loss.backward()`` gives, up to float rounding:
 ``tests/test_speed_semantics.py`` checks it against autograd for every model, several
 name lengths, train and eval mode. :func:`unsupported` says where it does not apply
-(several layers, a GPU, another dtype); there :mod:`dino_rnn.fast.steps` trains with autograd.
+(several layers, a GPU, another dtype); there :func:`dino_rnn.train.make_step` trains with the plain step.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from dino_rnn.fast import kernels
+from dino_rnn.fast.torch_private import dropout_noise
 from dino_rnn.models import ScratchRNN
 
 
@@ -149,10 +150,7 @@ class WrittenOut:
         dropout = self.dropout
         if not (dropout.training and dropout.p > 0):
             return _NO_MASK
-        keep = 1.0 - dropout.p
-        draw, drawn = self.mask_buffer((T, V))
-        draw.bernoulli_(keep)
-        return np.multiply(drawn, _inverse_keep(keep))
+        return dropout_noise(self.mask_buffer((T, V))[0], dropout.p)
 
     def mask_buffer(self, shape) -> tuple[torch.Tensor, np.ndarray]:
         """A float32 tensor of ``shape`` to draw dropout masks into, and its NumPy view (one per shape)."""
@@ -293,23 +291,15 @@ def loss_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> float:
 def _head_loss_and_grad(dropout, z: np.ndarray, y: np.ndarray, fast: "WrittenOut | None" = None):
     """Dropout (drawn as ``nn.Dropout`` draws it) + mean cross-entropy on logits ``z`` (T, V).
 
-    Returns the loss and d loss / d ``z``. The mask comes from torch's generator exactly
-    as ``torch.nn.functional.dropout`` draws it on the CPU (``bernoulli_(1 - p)`` on a
-    float32 tensor shaped like ``z``, then scaled by ``1 / (1 - p)``: the 0/1 draw times
-    torch's float32 ``1 / (1 - p)``, the same numbers as its ``div_``), so seeded runs
+    Returns the loss and d loss / d ``z``. The mask comes from torch's generator exactly as
+    ``nn.Dropout`` draws it (:func:`dino_rnn.fast.torch_private.dropout_noise`), so seeded runs
     draw the same masks as the autograd path. ``fast``: reuse its buffer for the draw.
     """
     T = z.shape[0]
     noise = None
     if dropout.training and dropout.p > 0:
-        keep = 1.0 - dropout.p
-        if fast is not None:
-            draw, drawn = fast.mask_buffer(z.shape)
-        else:
-            draw = torch.empty(z.shape, dtype=torch.float32)
-            drawn = draw.numpy()
-        draw.bernoulli_(keep)
-        noise = np.multiply(drawn, _inverse_keep(keep))
+        draw = fast.mask_buffer(z.shape)[0] if fast is not None else torch.empty(z.shape, dtype=torch.float32)
+        noise = dropout_noise(draw, dropout.p)
         z *= noise
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -326,17 +316,6 @@ def _head_loss_and_grad(dropout, z: np.ndarray, y: np.ndarray, fast: "WrittenOut
 
 _ONES = np.ones(4096, dtype=np.float32)
 _NO_MASK = np.empty((0, 0), dtype=np.float32)
-_INVERSE_KEEP: dict = {}
-
-
-def _inverse_keep(keep: float) -> np.float32:
-    """``1 / keep`` as torch's float32 ``div_`` by the Python number ``keep`` gives it."""
-    c = _INVERSE_KEEP.get(keep)
-    if c is None:
-        c = _INVERSE_KEEP[keep] = np.float32(torch.ones((), dtype=torch.float32).div_(keep).item())
-    return c
-
-
 _ROW_OFFSETS: dict = {}
 
 

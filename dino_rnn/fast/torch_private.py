@@ -121,4 +121,39 @@ class FusedAdam:
         )
 
 
-__all__ = ["FusedAdam", "optimizer_has_hooks"]
+# ---------------------------------------------------------------------------
+# How nn.Dropout draws its mask on the CPU
+# ---------------------------------------------------------------------------
+
+
+def dropout_noise(draw: torch.Tensor, p: float):
+    """Draw into the float32 tensor ``draw`` the mask ``nn.Dropout(p)`` draws on the CPU in
+    training mode, and return it scaled, as a NumPy array: the multipliers of the logits.
+
+    Not a public contract: ``torch.nn.functional.dropout`` on the CPU draws ``bernoulli_(1 - p)``
+    on a float32 tensor shaped like its input, then divides by ``1 - p``; the 0/1 draw times
+    torch's float32 ``1 / (1 - p)`` gives the same numbers as its ``div_``. Drawing the same way,
+    from the same generator, makes a seeded written-out run draw the masks the autograd run
+    draws (``tests/test_speed_semantics.py`` checks it, so an upgrade that changes it fails there).
+    """
+    import numpy as np
+
+    keep = 1.0 - p
+    draw.bernoulli_(keep)
+    return np.multiply(draw.numpy(), _inverse_keep(keep))
+
+
+_INVERSE_KEEP: dict = {}
+
+
+def _inverse_keep(keep: float):
+    """``1 / keep`` as torch's float32 ``div_`` by the Python number ``keep`` gives it."""
+    import numpy as np
+
+    c = _INVERSE_KEEP.get(keep)
+    if c is None:
+        c = _INVERSE_KEEP[keep] = np.float32(torch.ones((), dtype=torch.float32).div_(keep).item())
+    return c
+
+
+__all__ = ["FusedAdam", "optimizer_has_hooks", "dropout_noise"]
