@@ -66,7 +66,7 @@ def save_figure(fig, dest: str | os.PathLike, **kwargs) -> Path:
     return dest
 
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 REFERENCE = RESULTS / "reference"
 STUDY = RESULTS / "study"

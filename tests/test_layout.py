@@ -182,3 +182,15 @@ def test_private_torch_lives_in_one_module(tmp_path):
     assert not found, "private torch outside dino_rnn/fast/torch_private.py: " + ", ".join(found)
     (tmp_path / "m.py").write_text("import torch._dynamo\nfrom torch._C import x\ny = torch._foreach_add\nz = torch.nn, torch.__version__\n")
     assert private_torch(tmp_path / "m.py") == [1, 2, 3]
+
+
+def test_paths_computed_from_the_package_point_into_this_clone():
+    """Modules moved between folders compute the clone's root with the right number of ``..``."""
+    from dino_rnn import data, files
+    from dino_rnn.runner import study
+
+    root = PACKAGE.parent
+    assert files.ROOT == root and (files.ROOT / "pyproject.toml").is_file()
+    assert files.REFERENCE == root / "results" / "reference" and files.REFERENCE.is_dir()
+    assert data.DATA_DIR == root / "data"
+    assert study.NOTEBOOK_DIR == root / "notebooks" and (study.NOTEBOOK_DIR / "02_rnn.ipynb").is_file()
