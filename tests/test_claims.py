@@ -9,12 +9,12 @@ from dino_rnn.report import claims as C
 PARAMS = {"scratch": 10856, "rnn": 7707, "lstm": 25563, "gru": 19611}
 
 
-def run(arch, seed, test_loss, spe=0.2, layers=1, nonlinearity=None, status="ok", epochs=40, params=None):
+def run(arch, seed, test_loss, spe=0.2, layers=1, nonlinearity=None, status="ok", epochs=40, params=None, **more):
     return {
         "architecture": arch, "status": status, "test_loss": test_loss, "valid_loss": test_loss,
         "seconds_per_epoch": spe, "learnable_parameters": params or PARAMS[arch] * layers,
-        "parameters": {"num_layers": layers, "hidden_size": 64, "lr": 4e-4, "epochs": epochs, "max_names": None,
-                       "seed": seed, "nonlinearity": (nonlinearity or "tanh") if arch == "scratch" else None},
+        "parameters": {"num_layers": layers, "hidden": 64, "lr": 4e-4, "epochs": epochs, "max_names": None,
+                       "seed": seed, "nonlinearity": (nonlinearity or "tanh") if arch == "scratch" else None, **more},
     }
 
 
@@ -107,6 +107,19 @@ def test_runs_outside_the_protocol_or_diverged_are_left_out():
     short = ms + [run("lstm", s, 0.1 + 0.01 * s, layers=2, epochs=2) for s in range(5)]
     assert C.claim_multilayer(diverged)["verdict"].startswith("holds")
     assert C.claim_multilayer(short)["verdict"].startswith("holds")
+    # any compared setting off its default (clipping here, or one added later) is not the protocol
+    clipped = ms + [run("lstm", s, 0.1 + 0.01 * s, layers=2, clip=1.0) for s in range(5)]
+    assert C.claim_multilayer(clipped)["verdict"].startswith("holds")
+    hot = ms + [run("lstm", s, 0.1 + 0.01 * s, layers=2, temperature=1.0) for s in range(5)]
+    assert C.claim_multilayer(hot)["verdict"].startswith("holds")
+
+
+def test_the_protocol_is_every_compared_setting_at_its_default():
+    from dino_rnn.settings import COMPARED, DEFAULTS
+
+    assert C.protocol("lstm", num_layers=2) == {**{k: DEFAULTS[k] for k in COMPARED}, "arch": "lstm",
+                                                 "num_layers": 2, "nonlinearity": None}
+    assert C.protocol("scratch")["nonlinearity"] == "tanh"
 
 
 def test_markdown_has_every_claim():

@@ -1,8 +1,11 @@
 """What the repository promises: two README commands, CI runs the test one, clean notebooks,
-no dataset committed, pinned torch, a lock file for the whole environment.
+no dataset committed, pinned torch, a lock file for the whole environment; a README of at most
+250 lines, a package map in docs/design.md that lists every module, links that resolve.
 
-These read what is committed (``git show HEAD:…``), not the working tree, so they hold on a
-clone where someone has run the notebooks or the study."""
+The checks of what runs may touch (notebooks, results, the README's generated tables) read what
+is committed (``git show HEAD:…``), not the working tree, so they hold on a clone where someone
+has run the notebooks or the study. The checks of the README's length, the package map and the
+links read the working tree (no run writes those), so an edit is checked before its commit."""
 
 import json
 import re
@@ -49,9 +52,24 @@ def test_the_commands_install_from_the_lock_file_and_this_environment_matches_it
     assert not unpinned and not wrong, (unpinned, wrong)
 
 
-def test_torch_is_pinned():
-    pyproject = committed("pyproject.toml")
-    assert '"torch==2.13.0"' in pyproject
+def test_dependencies_are_ranges_and_the_lock_file_is_inside_them():
+    """pyproject.toml asks for compatible ranges (an install into someone's environment keeps their
+    torch); .ci/constraints.txt pins the tested environment, and every pin lies in its range."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads(committed("pyproject.toml"))["project"]
+    pins = dict(line.split("==") for line in committed(".ci/constraints.txt").splitlines()
+                if line.strip() and not line.startswith("#"))
+    pins = {k.lower().replace("_", "-"): v for k, v in pins.items()}
+    wanted = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    assert len(wanted) > 20
+    for line in wanted:
+        req = Requirement(line)
+        assert req.specifier and not any(s.operator == "==" for s in req.specifier), f"{line}: give a range"
+        pinned = pins[req.name.lower().replace("_", "-")]
+        assert req.specifier.contains(pinned), f"{line} leaves out the locked {pinned}"
 
 
 def test_committed_notebooks_have_no_outputs():
@@ -211,3 +229,124 @@ def test_the_reference_keeps_what_its_report_needs_and_no_more():
     assert not [f for f in files if "/html/" in f or "/checkpoints/" in f]
     listed = json.loads(committed("results/reference/.dino-rnn.json"))["files"]
     assert {f.removeprefix("results/reference/") for f in files} - {".dino-rnn.json", ".dino-rnn-reference"} <= set(listed)
+
+
+
+# ---------------------------------------------------------------------------
+# The README and docs/: short, a package map that lists every module, links that resolve.
+# These read the working tree, not HEAD: no run writes README.md, docs/ or the package, and
+# whoever edits them sees a broken link or a module missing from the map before committing.
+# ---------------------------------------------------------------------------
+
+README_MAX_LINES = 250
+FENCED = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.S | re.M)
+
+
+def _pages() -> list:
+    """README.md and every page of docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation (backticks too) dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page) -> set[str]:
+    text = FENCED.sub("", page.read_text(encoding="utf-8"))
+    return {_slug(h) for h in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", text, re.M)}
+
+
+def relative_links(page) -> list[str]:
+    """Every link and image target of a Markdown page that is not a URL; code is not looked at."""
+    text = re.sub(r"`[^`\n]*`", "", FENCED.sub("", page.read_text(encoding="utf-8")))
+    targets = re.findall(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)", text)
+    return [t for t in targets if not re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*:", t)]
+
+
+def broken_links(page, root=ROOT) -> list[str]:
+    """The relative links of ``page`` that lead nowhere in a clone of ``root``: a missing file or
+    folder, one git ignores (it exists only where something was run), a missing heading."""
+    import subprocess
+
+    broken, found = [], []
+    for target in relative_links(page):
+        path, _, fragment = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page.resolve()
+        if not dest.exists():
+            broken.append(f"{target} (no such file)")
+            continue
+        found.append((target, dest))
+        if fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
+            broken.append(f"{target} (no heading #{fragment} in {dest.name})")
+    if found:
+        p = subprocess.run(["git", "check-ignore", *(str(d) for _, d in found)], cwd=root, capture_output=True, text=True)
+        ignored = set(p.stdout.splitlines())
+        broken += [f"{t} (ignored by git: it exists only where a run wrote it)" for t, d in found if str(d) in ignored]
+    return broken
+
+
+def test_the_readme_is_at_most_250_lines():
+    n = len((ROOT / "README.md").read_text(encoding="utf-8").splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines; at most {README_MAX_LINES}: move the rest into docs/"
+
+
+def package_modules() -> set[str]:
+    """Every module file of the package, as ``dino_rnn/…/name.py`` (``__init__``/``__main__`` aside)."""
+    package = ROOT / "dino_rnn"
+    return {p.relative_to(ROOT).as_posix() for p in package.rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")
+            and not any(part == "__pycache__" or part.startswith(".") for part in p.relative_to(package).parts)}
+
+
+def package_map() -> str:
+    """The section "The package map" of docs/design.md."""
+    design = ROOT / "docs" / "design.md"
+    assert design.is_file(), "docs/design.md must exist: the layers and the package map"
+    m = re.search(r"^##\s+The package map\s*$(.*?)(?=^##\s|\Z)", design.read_text(encoding="utf-8"), re.S | re.M)
+    assert m, "docs/design.md must have a section '## The package map'"
+    return m[1]
+
+
+def test_the_package_map_names_every_module_and_no_other():
+    section = package_map()
+    named = set(re.findall(r"\b(dino_rnn/[\w/]+\.py)\b", section))
+    modules = package_modules()
+    assert len(modules) >= 20  # the package, found
+    missing = sorted(modules - named)
+    assert not missing, f"docs/design.md's package map leaves out {missing}: add a line for each"
+    stale = sorted(n for n in named if not (ROOT / n).is_file())
+    assert not stale, f"docs/design.md's package map names modules that do not exist: {stale}"
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    pages = _pages()
+    assert len(pages) >= 7, "README.md and the pages of docs/"
+    assert any(t.startswith("docs/") for t in relative_links(ROOT / "README.md")), "the README links into docs/"
+    broken = {p.relative_to(ROOT).as_posix(): b for p in pages if (b := broken_links(p))}
+    assert not broken, broken
+
+
+def test_the_link_checker_sees_what_it_should(tmp_path):
+    """Links in code are not links, URLs are not checked; a missing file, a missing heading and
+    a file git ignores are broken links."""
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("results/study/\n", encoding="utf-8")
+    (tmp_path / "results" / "study").mkdir(parents=True)
+    (tmp_path / "results" / "study" / "comparison.md").write_text("a run's\n", encoding="utf-8")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# Project\n\n## Two `dino-rnn` commands, and more\n", encoding="utf-8")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text(
+        "# A page\n\n## The `dino_rnn` map\n\n"
+        "[here](#the-dino_rnn-map) [![img](../README.md)](../README.md#two-dino-rnn-commands-and-more)\n"
+        "[gone](nothing-here.md) [bad](#no-such-heading) [web](https://example.org/x) [folder](../docs/)\n"
+        "```\n[in code](not-a-link.md)\n```\n`[inline](not-a-link-either.md)`\n"
+        "[a run's](../results/study/comparison.md)\n", encoding="utf-8")
+    assert relative_links(page) == ["#the-dino_rnn-map", "../README.md", "../README.md#two-dino-rnn-commands-and-more",
+                                    "nothing-here.md", "#no-such-heading", "../docs/", "../results/study/comparison.md"]
+    broken = broken_links(page, root=tmp_path)
+    assert [b.split(" ")[0] for b in broken] == ["nothing-here.md", "#no-such-heading",
+                                                  "../results/study/comparison.md"], broken

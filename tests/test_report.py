@@ -63,9 +63,24 @@ def test_paired_differences_by_seed(results):
     p = paired_differences(load_metrics(results)).set_index(["a", "b"])
     rnn_lstm = p.loc[("rnn", "lstm")]
     assert rnn_lstm.mean_difference == pytest.approx(0.10) and rnn_lstm.std_difference == pytest.approx(0.0, abs=1e-12)
-    assert rnn_lstm.holds_on_every_seed and rnn_lstm.lower == "lstm" and rnn_lstm.a_lower_on == 0
-    rnn_gru = p.loc[("rnn", "gru")]
-    assert rnn_gru.a_lower_on == 1 and not rnn_gru.holds_on_every_seed
+    assert rnn_lstm.holds and rnn_lstm.lower == "lstm" and (rnn_lstm.a_lower_on, rnn_lstm.b_lower_on) == (0, 3)
+    rnn_gru = p.loc[("rnn", "gru")]  # d = 0.05, -0.05, 0.03: mean 0.01, 95% t-interval (t(0.975, 2) = 4.3027)
+    sd = pd.Series([0.05, -0.05, 0.03]).std()
+    half = 4.302652729911275 * sd / math.sqrt(3)
+    assert (rnn_gru.low, rnn_gru.high) == (pytest.approx(0.01 - half), pytest.approx(0.01 + half))
+    assert rnn_gru.a_lower_on == 1 and not rnn_gru.holds
+
+
+def test_the_study_and_the_sweep_pair_with_one_statistic(results):
+    """The study's paired table is the sweep's paired_interval, row for row."""
+    from dino_rnn.report.sweepreport import paired_interval
+
+    runs = load_metrics(results)
+    p = paired_differences(runs).set_index(["a", "b"])
+    for a, b in (("rnn", "lstm"), ("rnn", "gru"), ("lstm", "gru")):
+        r = paired_interval(TEST[a], TEST[b])
+        row = p.loc[(a, b)]
+        assert (row.low, row.high, row.a_lower_on) == (pytest.approx(r["low"]), pytest.approx(r["high"]), r["a_better"])
 
 
 def test_failed_seed_is_left_out_and_reported(results):
@@ -86,7 +101,11 @@ def test_written_comparison(results):
     assert len(table) == 3 + 3 + 3  # main table, three pairs, samples
     assert "1.5500 ± 0.0500" in md
     assert "1.8576 / 1.6835 / 1.5294" in md  # the published nn.RNN figures beside ours
-    assert "## Which differences hold on every seed" in md and "## Extra" in md
+    assert "## Which differences hold over seeds" in md and "## Extra" in md
+    pairs = [[c.strip() for c in line.strip("|").split("|")] for line in md.split("## Which")[1].splitlines()
+             if line.startswith("| nn.")]
+    assert pairs[0] == ["nn.LSTM", "nn.RNN", "0.1000 [0.1000, 0.1000]", "3 of 3", "yes"]
+    assert pairs[2] == ["nn.LSTM", "nn.GRU", "0.0900 [-0.0414, 0.2214]", "3 of 3", "no"]  # lower on every seed, not clear
     csv = pd.read_csv(results / "comparison.csv")
     assert list(csv.architecture) == ["rnn", "lstm", "gru"] and csv.published_test_loss.tolist() == [1.5294, 1.4923, 1.3935]
     assert len(pd.read_csv(results / "per_seed.csv")) == 9
@@ -128,6 +147,20 @@ def test_a_row_never_blends_runs_of_different_settings(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| nn.LSTM"))
     assert "1.7900" in row and "±" not in row  # the 2-epoch run alone, not averaged with the others
     assert "## Runs left out" in md and "nn.LSTM, seed 1: left out — epochs 3 (not 2)" in md
+
+
+def test_settings_are_every_compared_setting_and_the_names_file():
+    """A setting added to COMPARED (clip) tells runs apart, and is named, with no change here."""
+    from dino_rnn.report.tables import describe_settings, protocol_note, run_settings
+    from dino_rnn.settings import COMPARED
+
+    plain = metric("lstm", 0, 1.4)
+    clipped = {**plain, "parameters": {**plain["parameters"], "clip": 1.0}}
+    assert set(run_settings(plain)) == {*COMPARED, "data"}
+    assert describe_settings(run_settings(clipped), run_settings(plain)) == "clip 1 (not none)"
+    assert protocol_note([clipped]) == "epochs 3 (not 40), clip 1 (not none)"
+    other = {**plain, "data": {"sha256": "ab" * 32}}
+    assert describe_settings(run_settings(other), run_settings(plain)).startswith("another names file (sha256 abab")
 
 
 def test_runs_beside_the_reference_say_whether_they_match(tmp_path):
@@ -247,3 +280,51 @@ def test_progress_bar_is_text_in_the_studys_kernels(monkeypatch):
     monkeypatch.setenv("DINO_RNN_PROGRESS", "text")
     bar = progress_bar(range(3), disable=True)
     assert type(bar).__module__ == "tqdm.std"
+
+
+# ---------------------------------------------------------------------------
+# A sweep's report (dino_rnn/report/sweepreport.py): grid points are the COMPARED settings
+# ---------------------------------------------------------------------------
+
+
+def sweep_run(arch, seed, loss, **p):
+    params = {"num_layers": 1, "hidden": 64, "lr": 4e-4, "epochs": 40, "max_names": None, "nonlinearity": None,
+              "seed": seed, **p}
+    return {"architecture": arch, "parameters": params, "status": "ok", "test_loss": loss, "valid_loss": loss,
+            "seconds_per_epoch": 1.0, "learnable_parameters": 1, "gradient": "x"}
+
+
+def test_a_new_setting_makes_its_own_grid_points_and_labels():
+    from dino_rnn.report.sweepreport import group_table, paired_table, parse_pair, point_name
+    from dino_rnn.settings import COMPARED
+
+    runs = [sweep_run("lstm", s, 2.0 + 0.01 * s) for s in range(3)]
+    runs += [sweep_run("lstm", s, 1.9 + 0.01 * s + 0.001 * (s % 2), clip=1.0) for s in range(3)]
+    table = group_table(runs)
+    assert list(table.point) == ["lstm L1 H64 lr 0.0004", "lstm L1 H64 lr 0.0004 clip 1"]
+    assert set(COMPARED) <= set(table.columns)
+    pairs = paired_table(runs, [parse_pair("lstm,clip=1:lstm,clip=none")])
+    assert list(pairs.a) == ["lstm L1 H64 lr 0.0004 clip 1"] and pairs.iloc[0]["b_better"] == 0
+    assert pairs.iloc[0]["high"] < 0  # clipping lower on every seed, and clearly
+    assert point_name({"arch": "scratch", "nonlinearity": "none", "num_layers": 1, "hidden": 64, "lr": 0.01,
+                       "epochs": 2, "max_names": 40, "temperature": 1.0}) == "scratch (none) L1 H64 lr 0.01 temperature 1"
+
+
+def test_selectors_name_any_compared_setting_by_its_one_name():
+    from dino_rnn.report.sweepreport import parse_selector
+
+    assert parse_selector("lstm,num_layers=2,hidden=128,lr=1e-3,max_names=all,clip=0.5,temperature=1") == {
+        "arch": "lstm", "num_layers": 2, "hidden": 128, "lr": 1e-3, "max_names": None, "clip": 0.5, "temperature": 1.0}
+    assert parse_selector("scratch,nonlinearity=none") == {"arch": "scratch", "nonlinearity": "none"}  # a text
+    assert parse_selector("lstm,layers=2") == {"arch": "lstm", "num_layers": 2}  # the grid files' short name
+    with pytest.raises(ValueError, match="unknown setting 'hidden_size'; use arch, epochs"):
+        parse_selector("lstm,hidden_size=3")
+    with pytest.raises(ValueError, match="clip='x' is not a valid value"):
+        parse_selector("lstm,clip=x")
+
+
+@pytest.mark.parametrize("df, q", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (30, 2.0423)])
+def test_the_t_quantile_matches_the_published_table(df, q):
+    from dino_rnn.report.sweepreport import t_quantile
+
+    assert t_quantile(0.975, df) == pytest.approx(q, abs=5e-5) and t_quantile(0.025, df) == pytest.approx(-q, abs=5e-5)

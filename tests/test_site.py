@@ -97,6 +97,11 @@ def test_the_index_gathers_the_whole_study(reference_site):
     assert "PyTorch LSTM" in anbn.get_text()
     settings = page.find(id="settings").find_next("table").get_text(" ")
     assert "dino_names.txt" in settings and "sha256" in settings and "0, 1, 2, 3, 4" in settings
+    from dino_rnn.settings import COMPARED
+
+    rows = {r.td.get_text(): r.find_all("td")[1].get_text() for r in page.find(id="settings").find_next("table").tbody.find_all("tr")}
+    assert [k for k in rows if k in COMPARED] == list(COMPARED[1:])  # every compared setting, by its one name
+    assert (rows["hidden"], rows["max_names"], rows["nonlinearity"], rows["clip"]) == ("64", "all", "tanh", "none")
     software = page.find(id="settings").find_next("table").find_next("table").get_text(" ")
     assert "torch" in software and "python" in software
     facts = page.find("ul", class_="facts").get_text(" ")
@@ -325,7 +330,7 @@ def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     if screen == "desktop":
         assert p["boxScrolls"][0] is False  # the comparison table fits a desktop window whole
     assert [h for h in p["headings"][1:]] == [
-        "The comparison", "Which differences hold on every seed", "Learning curves", "Samples",
+        "The comparison", "Which differences hold over seeds", "Learning curves", "Samples",
         "aⁿbⁿ: the NumPy lab", "Notebook reports", "Settings and software"]
     assert page.png[:8] == PNG and int.from_bytes(page.png[16:20], "big") == width
     assert int.from_bytes(page.png[20:24], "big") == p["height"] > 3000
@@ -354,6 +359,21 @@ def test_the_browser_check_sees_a_broken_page(browser, tmp_path):
     assert any("undefinedFunction" in e for e in seen.console_errors)
     assert seen.remote_requests == ["http://192.0.2.1/x.png"]
     assert seen.probe["scrollWidth"] > 390 and seen.probe["tooWide"] == ["DIV"]
+
+
+def test_without_chromedriver_the_browser_says_what_to_install(monkeypatch, tmp_path):
+    """One line that names the package, before any browser starts; Selenium Manager is never asked."""
+    from dino_rnn.report import browser as B
+
+    monkeypatch.setattr(B, "DRIVERS", ("chromedriver",))
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing on it
+    monkeypatch.delenv("DINO_RNN_CHROMEDRIVER", raising=False)
+    with pytest.raises(B.BrowserUnavailable, match="install Debian's chromium-driver") as e:
+        B.Browser(executable="/bin/true")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("DINO_RNN_CHROMEDRIVER", str(tmp_path / "nowhere"))
+    with pytest.raises(B.BrowserUnavailable, match="DINO_RNN_CHROMEDRIVER"):
+        B.find_chromedriver()
 
 
 def test_report_screenshot_through_the_cli(reference_site, tmp_path, browser, monkeypatch, capsys):

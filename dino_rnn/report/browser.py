@@ -1,13 +1,15 @@
-"""A page in a real browser: headless Chromium, driven over the DevTools protocol on a pipe.
+"""A page in a real browser: headless Chromium, driven by Selenium through Debian's chromedriver.
 
-Used by ``dino-rnn report --screenshot`` and by the tests. :func:`open_page` loads a local
-HTML file at a given window width and returns what a person would notice: a screenshot, the
-console errors and uncaught exceptions, every image that failed to load, any request that
-left the disk, the tables, and whether the page is wider than the window.
+Used by ``dino-rnn report --screenshot`` and by the tests. :meth:`Browser.open` loads a local
+HTML file at a given window width and returns what a person would notice (a :class:`Page`): a
+screenshot, the console errors and uncaught exceptions, every image that failed to load, any
+request that left the disk, the tables, and whether the page is wider than the window.
 
 The browser is Debian's ``chromium`` (or ``DINO_RNN_CHROMIUM``, or any Chromium or Chrome on
-the PATH). It talks over file descriptors 3 and 4 (``--remote-debugging-pipe``): no port, no
-network, nothing but the standard library.
+the PATH), driven by ``chromedriver`` (Debian's ``chromium-driver``; or ``DINO_RNN_CHROMEDRIVER``).
+Both paths are given to Selenium, so Selenium Manager never runs and nothing is downloaded.
+The window size, the full-page screenshot and the request log are Chromium's DevTools commands
+and events, through Selenium's ``execute_cdp_cmd`` and ``goog:loggingPrefs``.
 """
 
 from __future__ import annotations
@@ -16,21 +18,19 @@ import base64
 import json
 import os
 import shutil
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+DRIVERS = ("chromedriver", "/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-extensions", "--disable-default-apps", "--mute-audio", "--hide-scrollbars",
-    "--remote-debugging-pipe",
+    "--disable-dev-shm-usage",
 ]
 # What the page is asked once it has loaded (no script of the page itself runs this).
-PROBE = """(() => {
+PROBE = """return (() => {
   const imgs = [...document.images];
   const doc = document.documentElement;
   return JSON.stringify({
@@ -57,33 +57,38 @@ PROBE = """(() => {
 })()"""
 
 
-def _high(fd: int) -> int:
-    """``fd`` moved to 10 or above (close-on-exec), so that moving it to 3 or 4 in the child clobbers nothing."""
-    import fcntl
-
-    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
-    os.close(fd)
-    return new
-
-
 class BrowserUnavailable(RuntimeError):
-    """No Chromium to run (the message says why)."""
+    """No Chromium or no chromedriver to run (the message says why, in one line)."""
+
+
+def _executable(variable: str, names) -> str | None:
+    """``$variable`` if set (it must be an executable), else the first of ``names`` found."""
+    env = os.environ.get(variable)
+    if env:
+        if shutil.which(env):
+            return shutil.which(env)
+        raise BrowserUnavailable(f"{variable}={env!r} is not an executable")
+    return next((shutil.which(n) for n in names if shutil.which(n)), None)
 
 
 def find_chromium() -> str:
     """The Chromium executable, or :class:`BrowserUnavailable` saying what was looked for."""
-    env = os.environ.get("DINO_RNN_CHROMIUM")
-    if env:
-        if shutil.which(env):
-            return shutil.which(env)
-        raise BrowserUnavailable(f"DINO_RNN_CHROMIUM={env!r} is not an executable")
-    for name in CANDIDATES:
-        path = shutil.which(name)
-        if path:
-            return path
-    raise BrowserUnavailable(
-        f"no Chromium found (looked for {', '.join(CANDIDATES)} on the PATH); "
-        "install Debian's chromium package (apt-get install chromium) or set DINO_RNN_CHROMIUM")
+    path = _executable("DINO_RNN_CHROMIUM", CANDIDATES)
+    if path is None:
+        raise BrowserUnavailable(
+            f"no Chromium found (looked for {', '.join(CANDIDATES)} on the PATH); "
+            "install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) "
+            "or set DINO_RNN_CHROMIUM")
+    return path
+
+
+def find_chromedriver() -> str:
+    """The chromedriver executable, or :class:`BrowserUnavailable` saying to install it."""
+    path = _executable("DINO_RNN_CHROMEDRIVER", DRIVERS)
+    if path is None:
+        raise BrowserUnavailable("no chromedriver found on the PATH; install Debian's chromium-driver "
+                                 "(apt-get install chromium-driver) or set DINO_RNN_CHROMEDRIVER")
+    return path
 
 
 @dataclass
@@ -103,154 +108,66 @@ class Page:
         return [u for u in self.requests if not u.startswith(("file:", "data:", "about:"))]
 
 
-class _Pipe:
-    """The DevTools protocol over Chromium's pipe: one JSON message per NUL-terminated chunk."""
+def _options(chromium: str):
+    from selenium.webdriver.chrome.options import Options
 
-    def __init__(self, proc, to_browser: int, from_browser: int):
-        self.proc, self.w, self.r = proc, to_browser, from_browser
-        self.buf = b""
-        self.next_id = 0
-        self.events: list[dict] = []
+    options = Options()
+    options.binary_location = chromium
+    for flag in FLAGS:
+        options.add_argument(flag)
+    # the console (browser) and the DevTools events (performance: every request, every failure)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    return options
 
-    def _read(self, deadline: float) -> dict:
-        import select
 
-        while b"\0" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the browser did not answer in time")
-            ready, _, _ = select.select([self.r], [], [], left)
-            if ready:
-                chunk = os.read(self.r, 1 << 20)
-                if not chunk:
-                    raise BrowserUnavailable(f"the browser closed its pipe (exit status {self.proc.poll()})")
-                self.buf += chunk
-        msg, self.buf = self.buf.split(b"\0", 1)
-        return json.loads(msg)
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30) -> dict:
-        self.next_id += 1
-        msg = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        os.write(self.w, json.dumps(msg).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            m = self._read(deadline)
-            if m.get("id") == self.next_id:
-                if "error" in m:
-                    raise RuntimeError(f"{method}: {m['error'].get('message')}")
-                return m.get("result", {})
-            self.events.append(m)
-
-    def wait_for(self, method: str, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        for i, m in enumerate(self.events):
-            if m.get("method") == method:
-                return self.events.pop(i)
-        while True:
-            m = self._read(deadline)
-            if m.get("method") == method:
-                return m
-            self.events.append(m)
+def _network(page: Page, entries: list[dict]) -> None:
+    """The requests and failed requests among chromedriver's performance log ``entries``."""
+    for entry in entries:
+        message = json.loads(entry["message"])["message"]
+        method, params = message.get("method"), message.get("params", {})
+        if method == "Network.requestWillBeSent":
+            page.requests.append(params.get("request", {}).get("url", ""))
+        elif method == "Network.loadingFailed":
+            page.failed.append(f"{params.get('errorText')} ({params.get('type')})")
 
 
 class Browser:
-    """One headless Chromium, for several pages; use as a context manager."""
+    """One headless Chromium under chromedriver, for several pages; use as a context manager."""
 
-    def __init__(self, executable: str | None = None):
+    def __init__(self, executable: str | None = None, driver: str | None = None):
+        from selenium import webdriver
+        from selenium.common.exceptions import WebDriverException
+        from selenium.webdriver.chrome.service import Service
+
         self.executable = executable or find_chromium()
-        self.profile = tempfile.mkdtemp(prefix="dino-rnn-chromium-")
-        to_r, to_w = map(_high, os.pipe())  # we write commands to to_w; the browser reads them on fd 3
-        from_r, from_w = map(_high, os.pipe())  # the browser writes on fd 4; we read from_r
-
-        def child_fds():  # in the child: its ends of the pipes as fds 3 and 4 (dup2 makes them inheritable)
-            os.dup2(to_r, 3)
-            os.dup2(from_w, 4)
-
-        self.stderr = tempfile.TemporaryFile()
-        try:
-            self.proc = subprocess.Popen(
-                [self.executable, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                preexec_fn=child_fds, close_fds=False,
-            )
-        except OSError as e:
-            shutil.rmtree(self.profile, ignore_errors=True)
-            raise BrowserUnavailable(f"cannot start {self.executable}: {e}") from None
-        os.close(to_r)
-        os.close(from_w)
-        self.pipe = _Pipe(self.proc, to_w, from_r)
-        try:
-            self.pipe.call("Browser.getVersion", timeout=60)
-        except (TimeoutError, BrowserUnavailable) as e:
-            self.close()
-            raise BrowserUnavailable(f"{self.executable} did not start: {e}; {self._stderr_tail()}") from None
-
-    def _stderr_tail(self) -> str:
-        try:
-            self.stderr.seek(0)
-            return self.stderr.read().decode(errors="replace").strip().splitlines()[-1:][0]
-        except (OSError, IndexError):
-            return "no message"
+        self.driver_path = driver or find_chromedriver()
+        try:  # an explicit driver path: Selenium Manager is never asked (it would try the network)
+            self.driver = webdriver.Chrome(options=_options(self.executable), service=Service(self.driver_path))
+        except WebDriverException as e:
+            why = (e.msg or type(e).__name__).strip().splitlines()[0]
+            raise BrowserUnavailable(f"{self.executable} did not start under {self.driver_path}: {why}") from None
+        self.driver.set_page_load_timeout(60)
 
     def open(self, path, width: int, height: int = 900, mobile: bool = False, full_page: bool = True) -> Page:
         """Load ``path`` (a local file) at ``width`` × ``height`` CSS pixels; see :class:`Page`."""
-        url = Path(path).resolve().as_uri()
-        p = self.pipe
-        target = p.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = p.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        try:
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                p.call(f"{domain}.enable", session=session)
-            p.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                           "mobile": mobile}, session=session)
-            p.events.clear()
-            p.call("Page.navigate", {"url": url}, session=session)
-            p.wait_for("Page.loadEventFired", timeout=60)
-            page = Page(width=width)
-            probe = p.call("Runtime.evaluate", {"expression": PROBE, "returnByValue": True}, session=session)
-            page.probe = json.loads(probe["result"]["value"])
-            shot = {"format": "png", "captureBeyondViewport": full_page}
-            if full_page:
-                shot["clip"] = {"x": 0, "y": 0, "width": width, "height": max(height, page.probe["height"]), "scale": 1}
-            page.png = base64.b64decode(p.call("Page.captureScreenshot", shot, session=session, timeout=60)["data"])
-            for m in p.events:
-                method, params = m.get("method"), m.get("params", {})
-                if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                    page.console_errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
-                elif method == "Runtime.exceptionThrown":
-                    d = params.get("exceptionDetails", {})
-                    page.console_errors.append(d.get("exception", {}).get("description") or d.get("text", "exception"))
-                elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-                    e = params["entry"]
-                    page.console_errors.append(f"{e.get('text')} {e.get('url', '')}".strip())
-                elif method == "Network.requestWillBeSent":
-                    page.requests.append(params.get("request", {}).get("url", ""))
-                elif method == "Network.loadingFailed":
-                    page.failed.append(f"{params.get('errorText')} ({params.get('type')})")
-            return page
-        finally:
-            p.call("Target.closeTarget", {"targetId": target})
+        d = self.driver
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+        for log in ("browser", "performance"):  # what earlier pages left
+            d.get_log(log)
+        d.get(Path(path).resolve().as_uri())
+        page = Page(width=width, probe=json.loads(d.execute_script(PROBE)))
+        page.console_errors = [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        _network(page, d.get_log("performance"))
+        shot_height = max(height, page.probe["height"]) if full_page else height
+        shot = d.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": full_page,
+            "clip": {"x": 0, "y": 0, "width": width, "height": shot_height, "scale": 1}})
+        page.png = base64.b64decode(shot["data"])
+        return page
 
     def close(self) -> None:
-        try:
-            os.close(self.pipe.w)
-        except (AttributeError, OSError):
-            pass
-        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        try:
-            os.close(self.pipe.r)
-        except (AttributeError, OSError):
-            pass
-        self.stderr.close()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        self.driver.quit()
 
     def __enter__(self):
         return self

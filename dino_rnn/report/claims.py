@@ -17,27 +17,33 @@ from the runs it is given.
 5. The from-scratch cell as published (a linear recurrence) against our tanh cell, paired.
 
 A verdict is one of "holds", "does not hold", "holds in part" (said why, in the row).
+
+A claim compares runs at the published protocol: every :data:`~dino_rnn.settings.COMPARED`
+setting at its default but the ones a claim varies (:func:`protocol`); every paired
+difference is :func:`~dino_rnn.report.sweepreport.paired_interval`.
 """
 
 from __future__ import annotations
 
 import math
 
-from dino_rnn.report.sweepreport import paired_interval, settings_of
+from dino_rnn.report.sweepreport import paired_interval
+from dino_rnn.settings import COMPARED, Settings, settings_of
 
 LABELS = {"scratch": "from scratch", "rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"}
 
 
-def _runs(metrics, arch: str, layers: int = 1, nonlinearity: str | None = None) -> dict[int, dict]:
-    """The finished, non-diverged runs of one grid point at the published protocol, by seed."""
-    out = {}
-    for m in metrics:
-        s = settings_of(m)
-        if (s["arch"] == arch and s["layers"] == layers and s["hidden"] == 64 and s["lr"] == 4e-4
-                and s["epochs"] == 40 and s["max_names"] is None and m.get("status") == "ok"
-                and (arch != "scratch" or s["nonlinearity"] == (nonlinearity or "tanh"))):
-            out[m["parameters"]["seed"]] = m
-    return out
+def protocol(arch: str, **changes) -> dict:
+    """The :data:`~dino_rnn.settings.COMPARED` settings of ``arch`` at the published protocol
+    (every default), with ``changes`` (e.g. ``num_layers=2``)."""
+    s = Settings(arch=arch, **changes)
+    return {k: getattr(s, k) for k in COMPARED}
+
+
+def _runs(metrics, arch: str, **changes) -> dict[int, dict]:
+    """The finished, non-diverged runs of one grid point (:func:`protocol`), by seed."""
+    want = protocol(arch, **changes)
+    return {m["parameters"]["seed"]: m for m in metrics if m.get("status") == "ok" and settings_of(m) == want}
 
 
 def _paired(a: dict[int, dict], b: dict[int, dict]) -> dict | None:
@@ -83,10 +89,10 @@ def _higher(r: dict) -> bool:
 def claim_multilayer(metrics) -> dict:
     rows, gains, missing = [], [], []
     for arch in ("rnn", "lstm", "gru"):
-        one = _runs(metrics, arch, 1)
+        one = _runs(metrics, arch)
         cells = [f"{LABELS[arch]}: 1 layer {_loss(one)}, {_spe(one):.2f} s/epoch"]
         for layers in (2, 3):
-            deep = _runs(metrics, arch, layers)
+            deep = _runs(metrics, arch, num_layers=layers)
             r = _paired(deep, one)
             if r is None:
                 missing.append(f"{LABELS[arch]} {layers} layers")

@@ -37,12 +37,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from dino_rnn.files import write_text
-from dino_rnn.settings import ParameterError
+from dino_rnn.files import REFERENCE, ROOT, STUDY_JSON, write_text
+from dino_rnn.settings import COMPARED, ParameterError, settings_of
 from dino_rnn.report.tables import (
     ANBN_LABELS,
-    STUDY_JSON,
+    PAIRED_BY,
+    PAIRED_ON,
     anbn_frame,
+    anbn_settings,
     comparison_frame,
     greedy_frame,
     load_anbn,
@@ -58,10 +60,9 @@ from dino_rnn.report.tables import (
     samples_table,
     select_anbn,
     select_runs,
+    show_setting,
     summary_frame,
 )
-from dino_rnn.files import REFERENCE, ROOT
-from dino_rnn.runner.folders import ResultsFolder, read_manifest
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -419,33 +420,29 @@ def _when(study: dict, runs: list[dict]) -> str:
     return "not recorded in this folder"
 
 
-def _settings(runs: list[dict], study: dict) -> pd.DataFrame:
-    def values(key, source="parameters"):
-        vs = []
-        for m in runs:
-            v = m.get(source, {}).get(key)
-            if v is not None and v not in vs:
-                vs.append(v)
-        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vs) or "—"
+def _setting_values(runs: list[dict], key: str) -> str:
+    """The values of setting ``key`` among ``runs``, in order (None, where only some runs have
+    one, e.g. the from-scratch cell's nonlinearity, is left out)."""
+    values = list(dict.fromkeys(settings_of(m)[key] for m in runs))
+    shown = [v for v in values if v is not None] or values
+    return ", ".join(show_setting(key, v) for v in shown)
 
-    p = study.get("parameters", {})
+
+def _settings(runs: list[dict], study: dict) -> pd.DataFrame:
+    """Every compared setting (:data:`~dino_rnn.settings.COMPARED`, by its one name), the seeds,
+    the device, the names file and its split."""
     seeds = sorted({m["parameters"]["seed"] for m in runs})
+    devices = dict.fromkeys(str(m["parameters"].get("device")) for m in runs)
     data = next((m["data"] for m in runs if m.get("data")), {})
-    rows = [
-        ("seeds", ", ".join(map(str, seeds))),
-        ("epochs", values("epochs")),
-        ("training names", "all" if all(m["parameters"].get("max_names") is None for m in runs) else values("max_names")),
-        ("learning rate", values("lr")),
-        ("hidden size", values("hidden_size")),
-        ("layers", values("num_layers")),
-        ("sampling temperature", values("temperature")),
-        ("device", values("device")),
-        ("from-scratch cell nonlinearity", values("nonlinearity")),
+    rows = [("seeds", ", ".join(map(str, seeds)))]
+    rows += [(k, _setting_values(runs, k)) for k in COMPARED if k != "arch"]
+    rows += [
+        ("device", ", ".join(devices)),
         ("names file", f"{Path(data['path']).name if data.get('path') else '—'} (sha256 {str(data.get('sha256', '—'))[:16]}…)"),
         ("names; split train / valid / test", f"{data.get('names', '—')}; {data.get('train', '—')} / {data.get('valid', '—')} / {data.get('test', '—')}"),
     ]
-    if p.get("jobs"):
-        rows.append(("worker processes", str(p["jobs"])))
+    if study.get("parameters", {}).get("jobs"):
+        rows.append(("worker processes", str(study["parameters"]["jobs"])))
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
@@ -518,10 +515,9 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     """``html/index.html`` for ``results_dir``, as a string (see the module docstring).
 
     ``source``: where the files are, if not in ``results_dir`` yet (a study's staging folder).
-    ``figures``: :func:`index_figures` of those files, if already drawn.
+    ``figures``: :func:`index_figures` of those files, if already drawn. The page is made of
+    parts, each a function that returns what the template shows of it.
     """
-    import jinja2
-
     shown = Path(results_dir)
     results_dir = Path(source) if source is not None else shown
     runs, left_out = select_runs(load_metrics(results_dir))
@@ -529,89 +525,24 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
         raise ParameterError(f"{display_path(results_dir)} has no metrics/*.json: nothing to report; run dino-rnn study first")
     study = read_study(results_dir)
     published = load_published()
-    summary = summary_frame(runs, published)
-    labels = {m["architecture"]: m["label"] for m in runs}
-    seeds = sorted({m["parameters"]["seed"] for m in runs})
-    epochs = sorted({m["parameters"]["epochs"] for m in runs})
-    reports = executed_notebooks(results_dir) if reports is None else reports
-
-    problems = _problems(runs, study)
-    jobs = [j for j in study.get("jobs", []) if isinstance(j, dict)]
-    n_ok = sum(j.get("status") == "ok" for j in jobs)
-    outcome = (f"{n_ok} of {len(jobs)} notebooks ran" if jobs else f"{len(runs)} runs") + (
-        "; every model trained to the end" if not problems else f"; {len(problems)} problem(s) below")
-    notes = []
-    note = protocol_note(runs)
-    if note:
-        notes.append(f"Not the published protocol ({note}): these numbers check that everything runs; "
-                     "they are not comparable with the published ones.")
-
-    comp = comparison_frame(summary)
-    pairs = paired_differences(runs)
-    pairs_table = paired_frame(pairs, labels) if len(pairs) else None
-    st = samples_table(runs)
-    greedy = greedy_frame(runs)
-
     anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
     figures = _draw_figures(runs, published, anbn_runs) if figures is None else figures
-    overlay, model_figures = figures["overlay"], figures["models"]
+    left_out = left_out + [f"aⁿbⁿ seed {r['parameters']['seed']}: other settings" for r in anbn_left]
+    reports = executed_notebooks(results_dir) if reports is None else reports
+    return _render_index(
+        **_facts_part(runs, study, shown),
+        **_comparison_part(runs, published, left_out, figures),
+        **_samples_part(runs),
+        **_anbn_part(anbn_runs, figures),
+        **_reports_part(reports, study, runs, shown),
+        **_settings_part(runs, study, load_anbn(results_dir)),
+        generator=generator,
+    )
 
-    anbn_table = anbn_figs = None
-    anbn_caption = ""
-    if anbn_runs:
-        anbn_table = anbn_frame(anbn_runs)
-        t, p = anbn_runs[0]["task"], anbn_runs[0]["parameters"]
-        anbn_caption = (f"{t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]}, split "
-                        f"{t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, {p['epochs']} epochs; "
-                        f"seeds {', '.join(str(r['parameters']['seed']) for r in anbn_runs)}. Final-epoch losses, "
-                        "mean ± std over seeds; the accuracy counts the positions whose next token is determined. "
-                        "comparison.md explains every column.")
-        anbn_figs = figures["anbn"]
-        left_out = left_out + [f"aⁿbⁿ seed {r['parameters']['seed']}: other settings" for r in anbn_left]
 
-    # notebook reports: one row per notebook, one column per seed
-    seeds_with = sorted({e.seed for e in reports if e.seed is not None})
-    ran_seeds = sorted({j["seed"] for j in jobs if isinstance(j.get("seed"), int) and j["seed"] >= 0}) or seeds
-    columns = sorted(set(seeds_with) | set(ran_seeds))
-    status = {(j["notebook"], j["seed"]): j.get("status", "ok") for j in jobs}
-    by_key = {(e.notebook, e.seed): e for e in reports}
-    notebooks = list(dict.fromkeys([j["notebook"] for j in jobs] + [e.notebook for e in reports if e.seed is not None]))
-    notebooks = sorted(notebooks)
-    missing = "not in this folder"
-    rows = []
-    comparison = None
-    comp_exec = by_key.get((f"{COMPARISON}.ipynb", None))
-    if comp_exec is not None:
-        comparison = {"reader": reader_name(COMPARISON), "learner": learner_name(COMPARISON)}
-    rows.append({"title": notebook_title(comp_exec.path if comp_exec else NOTEBOOK_DIR / f"{COMPARISON}.ipynb"),
-                 "name": f"{COMPARISON}.ipynb",
-                 "cells": [({"reader": comparison["reader"], "learner": comparison["learner"], "status": "ok"}
-                            if comparison else {"missing": missing})] + [{"missing": ""} for _ in columns[1:]]})
-    for nb in notebooks:
-        cells = []
-        for s in columns:
-            e = by_key.get((nb, s))
-            if e is not None:
-                cells.append({"reader": f"seed{s}/{reader_name(e.stem)}", "learner": f"seed{s}/{learner_name(e.stem)}",
-                              "status": status.get((nb, s), "ok")})
-            else:
-                cells.append({"missing": missing})
-        title = next((notebook_title(e.path) for e in reports if e.notebook == nb), None) or notebook_title(NOTEBOOK_DIR / nb)
-        rows.append({"title": title, "name": nb, "cells": cells})
-    absent = [s for s in columns if not any(e.seed == s for e in reports)]
-    reports_note = ""
-    if absent:
-        reports_note = (f"The executed notebooks of seed{'s' * (len(absent) > 1)} {', '.join(map(str, absent))} are not in "
-                        "this folder" + (" (the committed reference keeps one seed's, to stay small; "
-                                         "dino-rnn study --reference writes them all)" if _is_reference(shown) else "")
-                        + "; their numbers are in the tables above.")
-
-    pub_count = sum(1 for a in labels if a in published.index)
-    table_caption = (f"Cross-entropy in nats per character (lower is better) at each run's best-validation epoch: the "
-                     f"mean ± standard deviation over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
-                     f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs. Every model of a seed "
-                     "was trained and tested on the same split. The published figures "
-                     f"({pub_count} models) are one unseeded run per model, each on its own random split.")
+def _render_index(**page) -> str:
+    """The index template, filled with ``page`` (every part's values) and the page's own words."""
+    import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
@@ -622,46 +553,141 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
               "written in NumPy) learned to write dinosaur names from the 1536 Dino Names, under the published "
               "protocol. This page gathers the whole study; the notebook reports below show each step."),
         css=css(),
-        ok=not problems,
-        outcome=outcome,
-        when=_when(study, runs),
-        took=_duration(study.get("seconds")) + (f" on {study['parameters']['jobs']} worker processes"
-                                                 if study.get("parameters", {}).get("jobs") else ""),
-        runs_line=f"{len(runs)} runs: {len(labels)} models × seeds {', '.join(map(str, seeds))}",
-        folder=display_path(shown, ROOT),
-        problems=problems,
-        notes=notes,
-        table_caption=table_caption,
-        comparison_table=comp,
-        comparison_num=[c for c in comp.columns if c not in ("Model",)],
-        left_out=left_out,
-        reference_line=study.get("reference", ""),
-        pairs=pairs_table,
-        pairs_num=["by (mean ± std over seeds)", "on seeds"],
-        pairs_class=lambda row: "holds" if row[-1] == "yes" else "",
-        overlay=overlay,
-        model_figures=model_figures,
-        samples=samples_frame(st) if len(st) else None,
-        samples_num=[c for c in ("Greedy: new / duplicate", "Greedy: mean length", "Sampled: new / duplicate",
-                                 "Sampled: mean length", "Real names: mean length")],
-        greedy=greedy.reset_index() if len(greedy) else None,
-        greedy_seed=greedy.index.name.split("(")[-1].rstrip(")") if len(greedy) else "",
-        anbn=anbn_table,
-        anbn_num=[c for c in (anbn_table.columns if anbn_table is not None else []) if c not in ("Model", "Optimiser")],
-        anbn_caption=anbn_caption,
-        anbn_figures=anbn_figs or [],
-        report_columns=[f"seed {s}" for s in columns] or ["—"],
-        report_rows=rows,
-        reports_note=reports_note,
-        comparison=comparison,
-        settings=_settings(runs, study),
-        software=_software(runs, study, load_anbn(results_dir)),
-        timings=_timings(study),
-        timings_num=["runs", "mean seconds", "longest", "failed"],
-        timings_caption="Wall time of each notebook, kernel start-up and HTML included, over its runs.",
-        generator=generator,
         built=time.strftime("%Y-%m-%d %H:%M"),
+        **page,
     )
+
+
+def _facts_part(runs: list[dict], study: dict, shown: Path) -> dict:
+    """The top of the page: what ran, when, how long, what failed, and how far from the protocol."""
+    problems = _problems(runs, study)
+    jobs = [j for j in study.get("jobs", []) if isinstance(j, dict)]
+    n_ok = sum(j.get("status") == "ok" for j in jobs)
+    outcome = (f"{n_ok} of {len(jobs)} notebooks ran" if jobs else f"{len(runs)} runs") + (
+        "; every model trained to the end" if not problems else f"; {len(problems)} problem(s) below")
+    note = protocol_note(runs)
+    notes = [f"Not the published protocol ({note}): these numbers check that everything runs; "
+             "they are not comparable with the published ones."] if note else []
+    models = {m["architecture"] for m in runs}
+    seeds = sorted({m["parameters"]["seed"] for m in runs})
+    workers = study.get("parameters", {}).get("jobs")
+    return {
+        "ok": not problems, "problems": problems, "outcome": outcome, "notes": notes,
+        "when": _when(study, runs),
+        "took": _duration(study.get("seconds")) + (f" on {workers} worker processes" if workers else ""),
+        "runs_line": f"{len(runs)} runs: {len(models)} models × seeds {', '.join(map(str, seeds))}",
+        "folder": display_path(shown, ROOT),
+        "reference_line": study.get("reference", ""),
+    }
+
+
+def _comparison_part(runs: list[dict], published, left_out: list[str], figures: dict) -> dict:
+    """The comparison table, the runs left out of it, the paired differences and the curves."""
+    labels = {m["architecture"]: m["label"] for m in runs}
+    seeds = sorted({m["parameters"]["seed"] for m in runs})
+    epochs = sorted({m["parameters"]["epochs"] for m in runs})
+    pub_count = sum(1 for a in labels if a in published.index)
+    caption = (f"Cross-entropy in nats per character (lower is better) at each run's best-validation epoch: the "
+               f"mean ± standard deviation over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
+               f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs. Every model of a seed "
+               "was trained and tested on the same split. The published figures "
+               f"({pub_count} models) are one unseeded run per model, each on its own random split.")
+    comp = comparison_frame(summary_frame(runs, published))
+    pairs = paired_differences(runs)
+    return {
+        "table_caption": caption, "comparison_table": comp,
+        "comparison_num": [c for c in comp.columns if c != "Model"], "left_out": left_out,
+        "pairs": paired_frame(pairs, labels) if len(pairs) else None, "pairs_num": [PAIRED_BY, PAIRED_ON],
+        "pairs_class": lambda row: "holds" if row[-1] == "yes" else "",
+        "overlay": figures["overlay"], "model_figures": figures["models"],
+    }
+
+
+def _samples_part(runs: list[dict]) -> dict:
+    """The samples summary and the first seed's greedy names side by side."""
+    st = samples_table(runs)
+    greedy = greedy_frame(runs)
+    return {
+        "samples": samples_frame(st) if len(st) else None,
+        "samples_num": ["Greedy: new / duplicate", "Greedy: mean length", "Sampled: new / duplicate",
+                        "Sampled: mean length", "Real names: mean length"],
+        "greedy": greedy.reset_index() if len(greedy) else None,
+        "greedy_seed": greedy.index.name.split("(")[-1].rstrip(")") if len(greedy) else "",
+    }
+
+
+def _anbn_part(anbn_runs: list[dict], figures: dict) -> dict:
+    """The aⁿbⁿ lab's table, caption and curves (all empty without its results)."""
+    if not anbn_runs:
+        return {"anbn": None, "anbn_num": [], "anbn_caption": "", "anbn_figures": []}
+    table = anbn_frame(anbn_runs)
+    t, p = anbn_runs[0]["task"], anbn_runs[0]["parameters"]
+    caption = (f"{t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]}, split "
+               f"{t['train']}/{t['valid']}/{t['test']}; {p['epochs']} epochs; {anbn_settings(p)}; "
+               f"seeds {', '.join(str(r['parameters']['seed']) for r in anbn_runs)}. Final-epoch losses, "
+               "mean ± std over seeds; the accuracy counts the positions whose next token is determined. "
+               "comparison.md explains every column.")
+    return {"anbn": table, "anbn_num": [c for c in table.columns if c not in ("Model", "Optimiser")],
+            "anbn_caption": caption, "anbn_figures": figures["anbn"] or []}
+
+
+def _reports_part(reports: list[Executed], study: dict, runs: list[dict], shown: Path) -> dict:
+    """The notebook reports: one row per notebook (the comparison's first), one column per seed."""
+    jobs = [j for j in study.get("jobs", []) if isinstance(j, dict)]
+    seeds = sorted({m["parameters"]["seed"] for m in runs})
+    seeds_with = {e.seed for e in reports if e.seed is not None}
+    ran_seeds = sorted({j["seed"] for j in jobs if isinstance(j.get("seed"), int) and j["seed"] >= 0}) or seeds
+    columns = sorted(seeds_with | set(ran_seeds))
+    comparison, first_row = _comparison_row(reports, len(columns))
+    rows = [first_row] + _notebook_rows(reports, jobs, columns)
+    absent = [s for s in columns if s not in seeds_with]
+    note = ""
+    if absent:
+        note = (f"The executed notebooks of seed{'s' * (len(absent) > 1)} {', '.join(map(str, absent))} are not in "
+                "this folder" + (" (the committed reference keeps one seed's, to stay small; "
+                                 "dino-rnn study --reference writes them all)" if _is_reference(shown) else "")
+                + "; their numbers are in the tables above.")
+    return {"report_columns": [f"seed {s}" for s in columns] or ["—"], "report_rows": rows,
+            "reports_note": note, "comparison": comparison}
+
+
+MISSING = "not in this folder"
+
+
+def _comparison_row(reports: list[Executed], n_columns: int) -> tuple[dict | None, dict]:
+    """The comparison notebook's two reports (None if not run here), and its row of the table."""
+    e = next((e for e in reports if (e.notebook, e.seed) == (f"{COMPARISON}.ipynb", None)), None)
+    comparison = {"reader": reader_name(COMPARISON), "learner": learner_name(COMPARISON)} if e else None
+    first = {**comparison, "status": "ok"} if comparison else {"missing": MISSING}
+    row = {"title": notebook_title(e.path if e else NOTEBOOK_DIR / f"{COMPARISON}.ipynb"),
+           "name": f"{COMPARISON}.ipynb", "cells": [first] + [{"missing": ""} for _ in range(n_columns - 1)]}
+    return comparison, row
+
+
+def _notebook_rows(reports: list[Executed], jobs: list[dict], columns: list[int]) -> list[dict]:
+    """One row per model notebook: for each seed, its two reports and how its run ended."""
+    status = {(j["notebook"], j["seed"]): j.get("status", "ok") for j in jobs}
+    by_key = {(e.notebook, e.seed): e for e in reports}
+    notebooks = sorted(dict.fromkeys([j["notebook"] for j in jobs] + [e.notebook for e in reports if e.seed is not None]))
+    rows = []
+    for nb in notebooks:
+        cells = []
+        for s in columns:
+            e = by_key.get((nb, s))
+            cells.append({"reader": f"seed{s}/{reader_name(e.stem)}", "learner": f"seed{s}/{learner_name(e.stem)}",
+                          "status": status.get((nb, s), "ok")} if e is not None else {"missing": MISSING})
+        title = next((notebook_title(e.path) for e in reports if e.notebook == nb), None) or notebook_title(NOTEBOOK_DIR / nb)
+        rows.append({"title": title, "name": nb, "cells": cells})
+    return rows
+
+
+def _settings_part(runs: list[dict], study: dict, anbn: list[dict]) -> dict:
+    """The settings, the software and the time each notebook took."""
+    return {
+        "settings": _settings(runs, study), "software": _software(runs, study, anbn),
+        "timings": _timings(study), "timings_num": ["runs", "mean seconds", "longest", "failed"],
+        "timings_caption": "Wall time of each notebook, kernel start-up and HTML included, over its runs.",
+    }
 
 
 def _is_reference(results_dir) -> bool:
@@ -754,7 +780,12 @@ def rebuild(results, *, command: str = "dino-rnn report", log=print, reference: 
     a study or another report never sees half of it) and, if it wrote a file the folder's
     manifest does not list yet, the manifest. ``reference``: the folder may be the committed
     reference (``--reference``). Returns the index page's path.
+
+    This is the runner's work (the folder's lock, staging and manifest), not the report's: it
+    belongs in :mod:`dino_rnn.runner` and is the report's one import from there.
     """
+    from dino_rnn.runner.folders import ResultsFolder, read_manifest
+
     folder = ResultsFolder(results, name="RESULTS", reference=reference)
     if not folder.path.is_dir():
         raise ParameterError(f"RESULTS {str(results)!r} does not exist; run dino-rnn study first (it writes results/study)")

@@ -7,98 +7,49 @@ the runner::
     diffs = paired_table(metrics, [("lstm", "gru")])  # A - B over the seeds both ran, 95% t-interval
     files = render(metrics, pairs, title=...)         # {"sweep.md": bytes, "sweep.csv": ..., PNGs}
 
-A grid point is a run's settings without its seed (:data:`SETTINGS`). A pair ``(A, B)`` names
-two selectors (:func:`parse_selector`: ``"lstm"``, ``"scratch,nonlinearity=none"``,
-``"lstm,layers=2"``); every point matching A is paired with the point that has B's settings
-and A's others, over the seeds both finished. The interval is the paired t-interval
-``mean ± t(0.975, n-1) · sd / sqrt(n)`` of the per-seed differences; :func:`t_quantile` is
-Student's t quantile from the regularised incomplete beta function (no SciPy here; checked
-against the published table in ``tests/test_sweep.py``).
+A grid point is a run's :data:`~dino_rnn.settings.COMPARED` settings
+(:func:`~dino_rnn.settings.settings_of`: its settings without the seed). A pair ``(A, B)``
+names two selectors (:func:`parse_selector`: ``"lstm"``, ``"scratch,nonlinearity=none"``,
+``"lstm,num_layers=2"``); every point matching A is paired with the point that has B's
+settings and A's others, over the seeds both finished.
+
+:func:`paired_interval` is the package's one paired statistic (the study's report and the
+claims use it too): the paired t-interval ``mean ± t(0.975, n-1) · sd / sqrt(n)`` of the
+per-seed differences, with Student's t quantile from ``scipy.stats``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
+import re
 
-SETTINGS = ("arch", "layers", "hidden", "lr", "nonlinearity", "epochs", "max_names")
-ALIASES = {"architecture": "arch", "num_layers": "layers", "hidden_size": "hidden", "nl": "nonlinearity"}
+from dino_rnn.settings import COMPARED, DEFAULTS, Settings, settings_of
+
+# Short names a selector may use for a setting (the grid files' axis names).
+ALIASES = {"layers": "num_layers", "nl": "nonlinearity"}
 
 
 # ---------------------------------------------------------------------------
-# Student's t
+# The paired statistic
 # ---------------------------------------------------------------------------
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(lbt) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t >= 0 else tail
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The ``p`` quantile of Student's t (bisection on :func:`t_cdf`, to 1e-12)."""
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t``)."""
+    from scipy import stats
+
     if not 0.0 < p < 1.0 or df <= 0:
         raise ValueError("t_quantile needs 0 < p < 1 and df > 0")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < p:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
+    return float(stats.t.ppf(p, df))
 
 
 def paired_interval(a, b, level: float = 0.95) -> dict:
     """Mean of ``a - b`` (paired), its ``level`` t-interval, and how often each side is lower.
 
-    With one pair the interval is undefined (NaN). "Better" means a lower loss.
+    Returns ``n``, ``mean``, ``sd`` (n-1), ``low``, ``high``, ``a_better``, ``b_better``,
+    ``ties``: "better" means a lower loss. With one pair the interval is undefined (NaN).
     """
     d = [x - y for x, y in zip(a, b, strict=True)]
     n = len(d)
@@ -118,31 +69,27 @@ def paired_interval(a, b, level: float = 0.95) -> dict:
 # Grid points
 # ---------------------------------------------------------------------------
 
+# How a point's label shows these settings; the grid table has a column for each of OWN_COLUMNS;
+# any other setting (clip, temperature, one added later) is named in the label when not its default.
+SHORT = {"num_layers": "L{}", "hidden": "H{}", "lr": "lr {:g}"}
+OWN_COLUMNS = ("epochs", "max_names")
 
-def settings_of(m: dict) -> dict:
-    """A run's grid point: its settings without the seed (from its metrics)."""
-    p = m["parameters"]
-    return {
-        "arch": m["architecture"],
-        "layers": p["num_layers"],
-        "hidden": p["hidden_size"],
-        "lr": float(p["lr"]),
-        "nonlinearity": p.get("nonlinearity") if m["architecture"] == "scratch" else None,
-        "epochs": p["epochs"],
-        "max_names": p.get("max_names"),
-    }
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def point_name(s: dict) -> str:
-    """A short readable label of a grid point, e.g. ``lstm L2 H64 lr 0.0004``."""
-    out = f"{s['arch']}"
-    if s.get("nonlinearity"):
-        out += f" ({s['nonlinearity']})"
-    return out + f" L{s['layers']} H{s['hidden']} lr {s['lr']:g}"
+    """A short readable label of a grid point, e.g. ``lstm L2 H64 lr 0.0004`` (``... clip 1``)."""
+    out = s["arch"] + (f" ({s['nonlinearity']})" if s.get("nonlinearity") else "")
+    out += "".join(" " + form.format(s[k]) for k, form in SHORT.items())
+    named = ("arch", "nonlinearity", *SHORT, *OWN_COLUMNS)
+    extra = [k for k in COMPARED if k not in named and s.get(k, DEFAULTS[k]) != DEFAULTS[k]]
+    return out + "".join(f" {k} {_show(s[k])}" for k in extra)
 
 
 def _key(s: dict) -> tuple:
-    return tuple(s[k] for k in SETTINGS)
+    return tuple(s[k] for k in COMPARED)
 
 
 def groups(metrics) -> dict[tuple, list[dict]]:
@@ -177,8 +124,8 @@ def group_table(metrics):
         valid_mean, valid_std = _mean_std([m["valid_loss"] for m in ok])
         spe_mean, spe_std = _mean_std([m["seconds_per_epoch"] for m in ms])
         rows.append({
-            **dict(zip(SETTINGS, key)),
-            "point": point_name(dict(zip(SETTINGS, key))),
+            **dict(zip(COMPARED, key)),
+            "point": point_name(dict(zip(COMPARED, key))),
             "seeds": len(ms),
             "diverged": len(ms) - len(ok),
             "parameters": ms[0]["learnable_parameters"],
@@ -196,9 +143,23 @@ def group_table(metrics):
 # ---------------------------------------------------------------------------
 
 
-def parse_selector(text: str) -> dict:
-    """``"lstm"``, ``"scratch,nonlinearity=none"``, ``"lstm,layers=2,hidden=128"`` -> settings.
+def _setting_value(name: str, text: str):
+    """``text`` as a value of setting ``name``, typed as :class:`~dino_rnn.settings.Settings` types
+    it (``none`` or ``all`` is None where the setting may be None and is not text)."""
+    kind = str({f.name: f.type for f in dataclasses.fields(Settings)}[name])
+    if re.search(r"\bNone\b", kind) and not re.search(r"\bstr\b", kind) and text.lower() in ("none", "all"):
+        return None
+    if re.search(r"\bint\b", kind):
+        return int(text)
+    if re.search(r"\bfloat\b", kind):
+        return float(text)
+    return text
 
+
+def parse_selector(text: str) -> dict:
+    """``"lstm"``, ``"scratch,nonlinearity=none"``, ``"lstm,num_layers=2,hidden=128"`` -> settings.
+
+    Any :data:`~dino_rnn.settings.COMPARED` setting may be named (or an :data:`ALIASES` name).
     Raises ``ValueError`` (one line) for an unknown setting or a malformed value.
     """
     out: dict = {}
@@ -212,17 +173,10 @@ def parse_selector(text: str) -> dict:
             continue
         k, v = (x.strip() for x in part.split("=", 1))
         k = ALIASES.get(k, k)
-        if k not in SETTINGS:
-            raise ValueError(f"pair side {text!r}: unknown setting {k!r}; use {', '.join(SETTINGS)}")
+        if k not in COMPARED:
+            raise ValueError(f"pair side {text!r}: unknown setting {k!r}; use {', '.join(COMPARED)}")
         try:
-            if k in ("layers", "hidden", "epochs"):
-                out[k] = int(v)
-            elif k == "lr":
-                out[k] = float(v)
-            elif k == "max_names":
-                out[k] = None if v.lower() in ("none", "all") else int(v)
-            else:
-                out[k] = v
+            out[k] = _setting_value(k, v)
         except ValueError:
             raise ValueError(f"pair side {text!r}: {k}={v!r} is not a valid value") from None
     if not out:
@@ -254,7 +208,7 @@ def paired_table(metrics, pairs, level: float = 0.95):
     rows = []
     for a_sel, b_sel in pairs:
         for key, ms_a in gs.items():
-            sa = dict(zip(SETTINGS, key))
+            sa = dict(zip(COMPARED, key))
             if not _matches(sa, a_sel):
                 continue
             sb = {**sa, **b_sel}
@@ -299,7 +253,7 @@ def plot_against(table, x: str, xlabel: str, logx: bool = False):
         ax.errorbar(r[x], r["test_mean"], yerr=0 if math.isnan(r["test_std"]) else r["test_std"],
                     xerr=(0 if (x != "seconds_per_epoch" or math.isnan(r["seconds_per_epoch_std"]))
                           else r["seconds_per_epoch_std"]),
-                    fmt=MARKERS.get(r["layers"], "D"), color=COLORS.get(r["arch"], "k"), capsize=3,
+                    fmt=MARKERS.get(r["num_layers"], "D"), color=COLORS.get(r["arch"], "k"), capsize=3,
                     markerfacecolor="white" if r["nonlinearity"] == "none" else COLORS.get(r["arch"], "k"),
                     label=f"{r['point']} (n={r['seeds']})")
     if logx:

@@ -4,7 +4,7 @@ Nothing here is typed by hand: every figure comes from ``metrics/*.json`` writte
 notebooks (one file per architecture and seed). ``write_comparison(results_dir)`` writes
 
 - ``comparison.md``  – the table people read (mean ± std over seeds, published beside ours),
-  the samples summary and, with two or more seeds, which differences hold on every seed;
+  the samples summary and, with two or more seeds, which differences hold over seeds;
 - ``comparison.csv`` – one row per architecture (means, standard deviations, published);
 - ``per_seed.csv``   – one row per architecture and seed;
 - ``validation_curves.png`` – every model's validation curve (mean, band over seeds);
@@ -15,6 +15,10 @@ several settings (a student tried ``EPOCHS=2``, say), the row takes the settings
 newest run and the report lists the others as left out, and why. Beside a user's runs the
 report shows the committed reference (``results/reference``) and says, seed by seed,
 whether the runs both have at the same settings give the same losses.
+
+A run's settings are :func:`dino_rnn.settings.settings_of` (the :data:`~dino_rnn.settings.COMPARED`
+ones) and its names file's sha256 (:func:`run_settings`); the paired differences are
+:func:`dino_rnn.report.sweepreport.paired_interval`'s t-interval, as in a sweep's report.
 """
 
 from __future__ import annotations
@@ -29,18 +33,18 @@ import pandas as pd
 
 from dino_rnn.data import DATA_DIR
 from dino_rnn.plots import ANBN_LABELS, ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR, plot_anbn, plot_history  # noqa: F401 (the report draws with them)
-from dino_rnn.files import save_figure, write_text
-from dino_rnn.settings import ParameterError
-from dino_rnn.files import REFERENCE, STUDY_JSON
-from dino_rnn.files import ANBN_DIR
+from dino_rnn.files import ANBN_DIR, REFERENCE, STUDY_JSON, save_figure, write_text
+from dino_rnn.report.sweepreport import paired_interval
+from dino_rnn.settings import COMPARED, DEFAULTS, ParameterError, settings_of
 
 PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
 # The published table's row names, by our architecture names.
 PUBLISHED_NAMES = {"scratch": "rnn_from_scratch", "rnn": "vanilla_rnn", "lstm": "lstm", "gru": "gru"}
 ORDER = ["scratch", "rnn", "lstm", "gru", "numpy_rnn", "numpy_lstm"]
 LOSSES = ("train_loss", "valid_loss", "test_loss")
-# What makes two runs of one model comparable (the seed aside): a row holds one setting only.
-SETTINGS = ("epochs", "lr", "hidden_size", "num_layers", "max_names", "nonlinearity", "temperature")
+# The settings that name the model (nonlinearity: which from-scratch cell); every other compared
+# setting is the protocol, which models must share to be paired and which the published one fixes.
+MODEL = ("arch", "nonlinearity")
 # Seed-by-seed agreement with the reference: losses within this are "the same".
 MATCH_TOLERANCE = 1e-6
 
@@ -82,27 +86,34 @@ def load_published(path=PUBLISHED_CSV) -> pd.DataFrame:
     return df.set_index("architecture").astype({"learnable_parameters": int, "epochs": int, "hidden_size": int})
 
 
-def settings_of(m: dict) -> tuple:
-    """A run's settings, the seed aside: the model's hyper-parameters and the data file."""
-    p = m["parameters"]
-    return tuple((k, p.get(k)) for k in SETTINGS) + (("data", m.get("data", {}).get("sha256")),)
+def run_settings(m: dict) -> dict:
+    """What makes two runs the same experiment, seeds apart: :func:`~dino_rnn.settings.settings_of`
+    and the names file (``data``: its sha256)."""
+    return {**settings_of(m), "data": m.get("data", {}).get("sha256")}
 
 
-def describe_settings(mine: tuple, theirs: tuple) -> str:
+def _protocol(settings: dict) -> tuple:
+    """``settings`` without the ones that name the model (:data:`MODEL`), as a hashable tuple."""
+    return tuple((k, v) for k, v in settings.items() if k not in MODEL)
+
+
+def describe_settings(mine: dict, theirs: dict) -> str:
     """How ``mine`` differs from ``theirs``: ``"epochs 2 (not 40), lr 0.01 (not 0.0004)"``."""
-    a, b = dict(mine), dict(theirs)
     parts = []
-    for k in a:
-        if a[k] != b.get(k):
+    for k, v in mine.items():
+        if v != theirs.get(k):
             if k == "data":
-                parts.append(f"another names file (sha256 {str(a[k])[:12]}…)")
+                parts.append(f"another names file (sha256 {str(v)[:12]}…)")
             else:
-                parts.append(f"{k} {_show(k, a[k])} (not {_show(k, b.get(k))})")
+                parts.append(f"{k} {show_setting(k, v)} (not {show_setting(k, theirs.get(k))})")
     return ", ".join(parts) or "the same settings"
 
 
-def _show(key: str, value) -> str:
-    return "all" if key == "max_names" and value is None else "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+def show_setting(key: str, value) -> str:
+    """A setting's value as the report writes it (``max_names`` None: all the names; ``clip`` None: none)."""
+    if value is None:
+        return "all" if key == "max_names" else "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def select_runs(runs: list[dict]) -> tuple[list[dict], list[str]]:
@@ -114,32 +125,32 @@ def select_runs(runs: list[dict]) -> tuple[list[dict], list[str]]:
     kept, left_out = [], []
     for arch in sorted({m["architecture"] for m in runs}, key=_rank):
         rs = [m for m in runs if m["architecture"] == arch]
+        key = lambda m: tuple(run_settings(m).items())  # noqa: E731
         counts: dict[tuple, int] = {}
         for m in rs:
-            counts[settings_of(m)] = counts.get(settings_of(m), 0) + 1
-        newest = max(rs, key=lambda m: (m.get("finished") or "", counts[settings_of(m)]))
-        chosen = settings_of(newest)
+            counts[key(m)] = counts.get(key(m), 0) + 1
+        newest = max(rs, key=lambda m: (m.get("finished") or "", counts[key(m)]))
+        chosen = run_settings(newest)
         for m in rs:
-            if settings_of(m) == chosen:
+            if run_settings(m) == chosen:
                 kept.append(m)
             else:
                 left_out.append(
                     f"{m['label']}, seed {m['parameters']['seed']}: left out — "
-                    f"{describe_settings(settings_of(m), chosen)}; the row holds the newest run's settings"
+                    f"{describe_settings(run_settings(m), chosen)}; the row holds the newest run's settings"
                 )
     return kept, left_out
 
 
-def protocol_note(runs: list[dict], published: pd.DataFrame | None = None) -> str:
-    """How the runs' settings differ from the published protocol ("" when they do not)."""
-    pub_epochs = 40 if published is None or not len(published) else int(published["epochs"].iloc[0])
-    mine = {(m["parameters"].get("epochs"), m["parameters"].get("max_names")) for m in runs}
-    short = sorted(
-        describe_settings((("epochs", e), ("max_names", n)), (("epochs", pub_epochs), ("max_names", None)))
-        for e, n in mine
-        if (e, n) != (pub_epochs, None)
-    )
-    return "; ".join(short)
+def protocol_note(runs: list[dict]) -> str:
+    """How the runs' settings differ from the published protocol ("" when they do not).
+
+    The published protocol is every :data:`~dino_rnn.settings.COMPARED` setting's default, the
+    model's own (:data:`MODEL`) aside.
+    """
+    published = _protocol({k: DEFAULTS[k] for k in COMPARED})
+    mine = {_protocol(settings_of(m)) for m in runs} - {published}
+    return "; ".join(sorted(describe_settings(dict(p), dict(published)) for p in mine))
 
 
 def study_failures(results_dir) -> dict[str, str]:
@@ -199,43 +210,30 @@ def summary_frame(runs: list[dict], published: pd.DataFrame | None = None) -> pd
     return pd.DataFrame(rows)
 
 
-def paired_differences(runs: list[dict], loss: str = "test_loss") -> pd.DataFrame:
+def paired_differences(runs: list[dict], loss: str = "test_loss", level: float = 0.95) -> pd.DataFrame:
     """For every pair of architectures, ``loss`` differences paired by seed (the same split).
 
-    A difference "holds on every seed" when one model's loss is lower on all shared seeds
-    (at least two).
+    Models are paired only under one protocol (:func:`run_settings` but the model's own,
+    :data:`MODEL`) and over at least two shared seeds. Each row is
+    :func:`~dino_rnn.report.sweepreport.paired_interval` of ``a - b``: the mean, the ``level``
+    t-interval (``low``, ``high``), and on how many seeds each side is lower; a difference
+    ``holds`` when its interval excludes zero.
     """
     df = per_seed_frame(runs)
     df = df[df.status == "ok"].pivot_table(index="seed", columns="architecture", values=loss)
-    shared = {m["architecture"]: _protocol(m) for m in runs}
+    shared = {m["architecture"]: _protocol(run_settings(m)) for m in runs}
     rows = []
-    archs = sorted(df.columns, key=_rank)
-    for a, b in itertools.combinations(archs, 2):
-        if shared[a] != shared[b]:  # paired only under one protocol
-            continue
+    for a, b in itertools.combinations(sorted(df.columns, key=_rank), 2):
         pair = df[[a, b]].dropna()
-        if len(pair) < 2:
+        if shared[a] != shared[b] or len(pair) < 2:
             continue
-        diff = pair[a] - pair[b]
-        a_wins = int((diff < 0).sum())
-        rows.append(
-            {
-                "a": a,
-                "b": b,
-                "seeds": len(pair),
-                "mean_difference": diff.mean(),
-                "std_difference": diff.std(ddof=1),
-                "a_lower_on": a_wins,
-                "holds_on_every_seed": a_wins in (0, len(pair)),
-                "lower": a if diff.mean() < 0 else b,
-            }
-        )
+        r = paired_interval(pair[a].tolist(), pair[b].tolist(), level)
+        rows.append({
+            "a": a, "b": b, "seeds": r["n"], "mean_difference": r["mean"], "std_difference": r["sd"],
+            "low": r["low"], "high": r["high"], "a_lower_on": r["a_better"], "b_lower_on": r["b_better"],
+            "holds": r["high"] < 0 or r["low"] > 0, "lower": a if r["mean"] < 0 else b,
+        })
     return pd.DataFrame(rows)
-
-
-def _protocol(m: dict) -> tuple:
-    """The settings every model of one study shares (not the model-specific ones)."""
-    return tuple(kv for kv in settings_of(m) if kv[0] not in ("nonlinearity", "lr", "hidden_size"))
 
 
 # ---------------------------------------------------------------------------
@@ -257,9 +255,9 @@ def reference_check(runs: list[dict], reference: list[dict]) -> list[dict]:
         if r is None:
             continue
         row = {"architecture": m["architecture"], "label": m["label"], "seed": m["parameters"]["seed"]}
-        if settings_of(m) != settings_of(r):
+        if run_settings(m) != run_settings(r):
             row.update(status="settings differ", largest_difference=math.nan,
-                       detail=describe_settings(settings_of(m), settings_of(r)))
+                       detail=describe_settings(run_settings(m), run_settings(r)))
         elif m["status"] != "ok" or r["status"] != "ok":
             row.update(status="differ", largest_difference=math.nan, detail=f"status {m['status']} (reference {r['status']})")
         else:
@@ -305,7 +303,7 @@ def reference_markdown(runs: list[dict], reference: list[dict], reference_dir) -
         rows.append({
             "Model": mine[0]["label"],
             "Here: seeds": ", ".join(str(m["parameters"]["seed"]) for m in mine),
-            "Here: settings": describe_settings(settings_of(mine[0]), settings_of(ref_run)) if ref_run else "—",
+            "Here: settings": describe_settings(run_settings(mine[0]), run_settings(ref_run)) if ref_run else "—",
             "Here: test loss": _pm(np.mean(tl) if tl else math.nan, np.std(tl, ddof=1) if len(tl) > 1 else math.nan),
             "Reference: seeds": f"{int(theirs.seeds)}" if theirs is not None else "—",
             "Reference: test loss": _pm(theirs.test_loss_mean, theirs.test_loss_std) if theirs is not None else "—",
@@ -403,21 +401,25 @@ def samples_markdown(table: pd.DataFrame) -> str:
     return to_markdown(samples_frame(table))
 
 
+PAIRED_BY = "by (mean, 95% interval)"
+PAIRED_ON = "lower on seeds"
+
+
 def paired_frame(pairs: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
-    """Which model's test loss is lower than which, paired by seed, as text cells."""
+    """Which model's test loss is lower than which, paired by seed, as text cells (see
+    :func:`paired_differences`): by how much, with the interval, and whether it holds."""
     rows = []
     for _, r in pairs.iterrows():
-        winner, loser = (r.a, r.b) if r.lower == r.a else (r.b, r.a)
-        wins = r.a_lower_on if r.lower == r.a else r.seeds - r.a_lower_on
-        rows.append(
-            {
-                "Lower test loss": labels[winner],
-                "than": labels[loser],
-                "by (mean ± std over seeds)": _pm(abs(r.mean_difference), r.std_difference),
-                "on seeds": f"{wins} of {r.seeds}",
-                "holds on every seed": "yes" if r.holds_on_every_seed else "no",
-            }
-        )
+        a_lower = r.lower == r.a
+        sign = -1 if a_lower else 1  # shown as the lower model's lead: positive
+        low, high = sorted((sign * r.low, sign * r.high))
+        rows.append({
+            "Lower test loss": labels[r.a if a_lower else r.b],
+            "than": labels[r.b if a_lower else r.a],
+            PAIRED_BY: f"{sign * r.mean_difference:.4f} [{low:.4f}, {high:.4f}]",
+            PAIRED_ON: f"{r.a_lower_on if a_lower else r.b_lower_on} of {r.seeds}",
+            "holds": "yes" if r.holds else "no",
+        })
     return pd.DataFrame(rows)
 
 
@@ -598,7 +600,6 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
                         left_out=()) -> str:
     """The report as Markdown; ``runs`` are the selected runs (see :func:`select_runs`)."""
     summary = summary_frame(runs, load_published()) if summary is None else summary
-    labels = {m["architecture"]: m["label"] for m in runs}
     seeds = sorted({m["parameters"]["seed"] for m in runs})
     epochs = sorted({m["parameters"]["epochs"] for m in runs})
     lines = [
@@ -620,40 +621,54 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
     if left_out:
         lines += ["## Runs left out", "", "Each row holds runs of one setting only.", ""]
         lines += [f"- {why}" for why in left_out] + [""]
-    bad = [m for m in runs if m["status"] != "ok"]
-    if bad or failures:
-        lines += ["## Runs that did not finish", ""]
-        for m in bad:
-            lines.append(f"- {m['label']}, seed {m['parameters']['seed']}: {m['status']} — {m['message']}")
-        for name, why in (failures or {}).items():
-            lines.append(f"- {name}: failed — {why}")
-        lines.append("")
-    pairs = paired_differences(runs)
-    if len(pairs):
-        lines += [
-            "## Which differences hold on every seed",
-            "",
-            "Test losses paired by seed (each seed is one split shared by all models).",
-            "",
-            paired_markdown(pairs, labels),
-            "",
-        ]
-    st = samples_table(runs)
-    if len(st):
-        lines += [
-            "## Samples",
-            "",
-            "One name per start letter a–z; greedy as published, and sampled at the notebooks' "
-            "temperature. New = not a training name; duplicate = the same name twice in one list. "
-            "Averaged over seeds.",
-            "",
-            samples_markdown(st),
-            "",
-        ]
-    for section in extra_sections:
-        if section:
-            lines += [section.rstrip(), ""]
+    lines += _unfinished_section(runs, failures) + _paired_section(runs) + _samples_section(runs)
+    lines += [line for section in extra_sections if section for line in (section.rstrip(), "")]
     return "\n".join(lines)
+
+
+def _unfinished_section(runs: list[dict], failures: dict[str, str] | None) -> list[str]:
+    """``## Runs that did not finish`` (diverged runs and failed notebooks), as lines; none if none."""
+    bad = [m for m in runs if m["status"] != "ok"]
+    if not (bad or failures):
+        return []
+    lines = ["## Runs that did not finish", ""]
+    lines += [f"- {m['label']}, seed {m['parameters']['seed']}: {m['status']} — {m['message']}" for m in bad]
+    lines += [f"- {name}: failed — {why}" for name, why in (failures or {}).items()]
+    return lines + [""]
+
+
+def _paired_section(runs: list[dict]) -> list[str]:
+    """``## Which differences hold over seeds`` (:func:`paired_differences`), as lines; none with one seed."""
+    pairs = paired_differences(runs)
+    if not len(pairs):
+        return []
+    labels = {m["architecture"]: m["label"] for m in runs}
+    return [
+        "## Which differences hold over seeds",
+        "",
+        "Test losses paired by seed (each seed is one split shared by all models). A difference "
+        "holds when its 95% paired t-interval, mean ± t(0.975, n−1)·sd/√n, excludes zero.",
+        "",
+        paired_markdown(pairs, labels),
+        "",
+    ]
+
+
+def _samples_section(runs: list[dict]) -> list[str]:
+    """``## Samples`` (:func:`samples_table`), as lines; none without samples."""
+    st = samples_table(runs)
+    if not len(st):
+        return []
+    return [
+        "## Samples",
+        "",
+        "One name per start letter a–z; greedy as published, and sampled at the notebooks' "
+        "temperature. New = not a training name; duplicate = the same name twice in one list. "
+        "Averaged over seeds.",
+        "",
+        samples_markdown(st),
+        "",
+    ]
 
 
 def default_sections(results_dir) -> list[str]:
@@ -763,6 +778,11 @@ def select_anbn(runs: list[dict]) -> tuple[list[dict], list[dict]]:
     return [r for r in runs if key(r) == chosen], [r for r in runs if key(r) != chosen]
 
 
+def anbn_settings(parameters: dict) -> str:
+    """The lab's parameters but the seed and the epochs, as its JSON names them: ``"hidden 50, clip 0.25, ..."``."""
+    return ", ".join(f"{k} {show_setting(k, v)}" for k, v in parameters.items() if k not in ("seed", "epochs"))
+
+
 def anbn_section(results_dir) -> str | None:
     """A Markdown section ``## aⁿbⁿ: the NumPy lab`` from ``anbn/*.json``; None if there are none."""
     runs, left_out = select_anbn(load_anbn(results_dir))
@@ -776,8 +796,8 @@ def anbn_section(results_dir) -> str | None:
         "## aⁿbⁿ: the NumPy lab",
         "",
         f"The lab's task: {t['sequences']} sequences aⁿbⁿEOS with n in {t['n_range'][0]}..{t['n_range'][1]} "
-        f"(data seed {t['data_seed']}), split {t['train']}/{t['valid']}/{t['test']}; hidden size {p['hidden_size']}, "
-        f"{p['epochs']} epochs, one step per sequence. Seeds {', '.join(map(str, seeds))} (the initialisation; the data are fixed). "
+        f"(data seed {t['data_seed']}), split {t['train']}/{t['valid']}/{t['test']}; {p['epochs']} epochs, one step "
+        f"per sequence; {anbn_settings(p)}. Seeds {', '.join(map(str, seeds))} (the initialisation; the data are fixed). "
         "Losses are the final epoch's (the lab has no early stopping), mean ± std over seeds.",
         "",
         "*Determined-position accuracy*: argmax predictions, with the true prefix fed, at the positions whose next "
