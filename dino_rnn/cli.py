@@ -1,8 +1,9 @@
-"""The command line: ``dino-rnn study`` runs the whole study, ``dino-rnn report`` rebuilds its HTML,
-``dino-rnn bench`` runs the speed benchmark.
+"""The ``dino-rnn`` command: ``study`` (every notebook, then the comparison and its HTML report),
+``report`` (the HTML again), ``sweep`` (a grid of runs) and ``bench`` (the speed benchmark).
 
 Bad input is refused before any work with one line and exit status 2; a study in which
-a notebook failed or a model diverged exits with status 1.
+a notebook failed or a model diverged exits with status 1. ``--version`` and ``--help`` load no
+torch (each command imports what it needs when it runs).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _report_parser(sub) -> argparse.ArgumentParser:
 
 def report(args) -> int:
     from dino_rnn.files import REFERENCE, STUDY
-    from dino_rnn.report.site import rebuild
+    from dino_rnn.runner.folders import rebuild
 
     if args.reference and args.results is not None:
         raise ParameterError("give RESULTS or --reference, not both (--reference is results/reference)")
@@ -138,20 +139,45 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="dino-rnn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def version() -> str:
+    """The installed version (``importlib.metadata``), else the package's own ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("dino-rnn")
+    except PackageNotFoundError:  # run from a clone that is not installed
+        from dino_rnn import __version__
+
+        return __version__
+
+
+DESCRIPTION = ("Train and compare character-level recurrent language models (a from-scratch RNN cell, "
+               "nn.RNN, nn.LSTM and nn.GRU) on Dino Names, each through its notebook.")
+EPILOG = "Run 'dino-rnn COMMAND --help' for a command's options."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dino-rnn`` parser: every command listed, each with one line of plain words."""
+    from dino_rnn.runner.sweep import add_parser as sweep_parser
+
+    parser = argparse.ArgumentParser(prog="dino-rnn", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"dino-rnn {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     _study_parser(sub)
     _report_parser(sub)
-    from dino_rnn.runner.sweep import add_parser as _sweep_parser, main as sweep_main
+    sweep_parser(sub)
+    sub.add_parser("bench", help="time the trainer against a published-style training loop (the speed benchmark)",
+                   add_help=False)
+    return parser
 
-    _sweep_parser(sub)
-    sub.add_parser("bench", help="time the trainer against published-style loops", add_help=False)
-    if argv[:1] == ["bench"]:
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # its own parser (it also runs as python -m dino_rnn.runner.bench)
         from dino_rnn.runner.bench import main as bench_main
 
         return bench_main(argv[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
     # A kill (SIGTERM) unwinds like Ctrl-C: the run's staging folder is removed and the
     # previous results stay as they were.
@@ -160,6 +186,8 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "sweep":
+            from dino_rnn.runner.sweep import main as sweep_main
+
             return sweep_main(args)
         return report(args) if args.command == "report" else study(args)
     except (ParameterError, DataError) as e:

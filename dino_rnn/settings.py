@@ -32,6 +32,9 @@ import re
 
 # The four Dino Names models (dino_rnn.models builds them): here, where checking an --arch needs no torch.
 ARCHITECTURES = ("scratch", "rnn", "lstm", "gru")
+# How a run's gradients were computed, as its metrics record it ("gradient"): autograd (the plain
+# steps of dino_rnn.train), the compiled written-out BPTT (dino_rnn.fast), the NumPy nets' own BPTT.
+AUTOGRAD, WRITTEN_OUT, NUMPY = "autograd", "written-out", "numpy"
 MAX_SEEDS = 100  # seeds per study; the environment variable DINO_RNN_MAX_SEEDS overrides it
 MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed accepts
 
@@ -178,7 +181,7 @@ _MODEL = ("EPOCHS", "LR", "HIDDEN", "NUM_LAYERS", "SEED", "MAX_NAMES", "TEMPERAT
 # Each notebook's parameters, in the order of its parameters cell (a test checks that they are
 # exactly what papermill finds there). A notebook copied elsewhere still has its table.
 NOTEBOOK_PARAMETERS: dict[str, tuple[str, ...]] = {
-    "01_rnn_from_scratch": (*_MODEL, "NONLINEARITY"),
+    "01_rnn_from_scratch": (*_MODEL[:-1], "NONLINEARITY", "CLIP"),
     "02_rnn": _MODEL,
     "03_lstm": _MODEL,
     "04_gru": _MODEL,

@@ -41,9 +41,7 @@ from torch import nn
 
 from dino_rnn.data import Example
 from dino_rnn.numpy_nets import NumpyNet, clip_grad_norm
-
-# How a run's gradients were computed, as its metrics record it ("gradient").
-AUTOGRAD, WRITTEN_OUT, NUMPY = "autograd", "written-out", "numpy"
+from dino_rnn.settings import AUTOGRAD, NUMPY
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import nbformat
 import pytest
 
 from dino_rnn import settings as P
-from dino_rnn.runner import folders as R
 from dino_rnn import files as F
 from dino_rnn.data import DataError
 
@@ -76,7 +75,7 @@ def test_the_cell_after_the_parameters_checks_the_names_first(path):
     """Before any other statement: the names checked and RESULTS_DIR resolved, for this notebook."""
     source = code_cells(path)[1].source
     lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[0] == "from dino_rnn import params as P" and lines[1].startswith("from dino_rnn.runner.folders import ")
+    assert lines[0] == "from dino_rnn import settings as P" and lines[1].startswith("from dino_rnn.files import ")
     assert lines[2:4] == [f'P.check_names(globals(), "{path.stem}")',
                           f'RESULTS_DIR = results_dir(RESULTS_DIR, "{path.stem}")'], path.name
 

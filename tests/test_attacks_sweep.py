@@ -113,7 +113,7 @@ def test_a_grid_file_that_defines_no_grid_is_refused(tmp_path, text):
     f = tmp_path / "grid.toml"
     f.write_text(text)
     refused(dino("sweep", "--grid", f, "--epochs", "1", "--data", tmp_path / "missing.txt", "--out", tmp_path / "out"),
-            "defines no grid", "arch, layers, hidden, lr, nonlinearity, seeds, epochs, max_names")
+            "defines no grid", "arch, epochs, lr, hidden, num_layers, max_names, nonlinearity", "seeds")
     assert not (tmp_path / "out").exists()
 
 
@@ -152,7 +152,7 @@ def test_a_million_point_grid_is_refused_fast_in_one_line(tmp_path):
     t0 = time.monotonic()
     r = dino("sweep", *args, "--data", tmp_path / "missing.txt", "--out", tmp_path / "out", env=env, timeout=60)
     seconds = time.monotonic() - t0
-    refused(r, "1000000 points", "100 hidden x 100 lr x 100 seeds", "at most 1000", "DINO_RNN_MAX_POINTS=N")
+    refused(r, "1000000 points", "100 lr x 100 hidden x 100 seeds", "at most 1000", "DINO_RNN_MAX_POINTS=N")
     assert seconds < 5, f"took {seconds:.1f} s to refuse"
     assert not (tmp_path / "out").exists() and not (tmp_path / ".out.dino-rnn").exists()
 
@@ -175,7 +175,7 @@ def test_the_limit_is_checked_before_any_point_is_built(monkeypatch):
 
 
 def test_the_limit_counts_exactly_and_the_variable_moves_it(monkeypatch):
-    grid = {"arch": ["scratch", "lstm"], "layers": [1, 2], "nonlinearity": ["tanh", "none"], "seeds": "0-2"}
+    grid = {"arch": ["scratch", "lstm"], "num_layers": [1, 2], "nonlinearity": ["tanh", "none"], "seeds": "0-2"}
     monkeypatch.setenv("DINO_RNN_MAX_POINTS", "12")  # scratch: 2 nonlinearities x 3 seeds; lstm: 2 layers x 3 seeds
     assert len(S.plan([grid])[0]) == 12
     monkeypatch.setenv("DINO_RNN_MAX_POINTS", "11")

@@ -316,7 +316,8 @@ def test_selectors_name_any_compared_setting_by_its_one_name():
     assert parse_selector("lstm,num_layers=2,hidden=128,lr=1e-3,max_names=all,clip=0.5,temperature=1") == {
         "arch": "lstm", "num_layers": 2, "hidden": 128, "lr": 1e-3, "max_names": None, "clip": 0.5, "temperature": 1.0}
     assert parse_selector("scratch,nonlinearity=none") == {"arch": "scratch", "nonlinearity": "none"}  # a text
-    assert parse_selector("lstm,layers=2") == {"arch": "lstm", "num_layers": 2}  # the grid files' short name
+    with pytest.raises(ValueError, match="unknown setting 'layers'"):  # one name per setting: no aliases
+        parse_selector("lstm,layers=2")
     with pytest.raises(ValueError, match="unknown setting 'hidden_size'; use arch, epochs"):
         parse_selector("lstm,hidden_size=3")
     with pytest.raises(ValueError, match="clip='x' is not a valid value"):

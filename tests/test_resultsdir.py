@@ -10,7 +10,6 @@ run's clean-up must leave complete results and every file the user put there.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

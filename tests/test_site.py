@@ -378,7 +378,7 @@ def test_without_chromedriver_the_browser_says_what_to_install(monkeypatch, tmp_
 
 def test_report_screenshot_through_the_cli(reference_site, tmp_path, browser, monkeypatch, capsys):
     folder, _ = reference_site
-    monkeypatch.setattr(S, "rebuild", lambda results, command, reference: folder / "html" / "index.html")  # built above
+    monkeypatch.setattr(R, "rebuild", lambda results, command, reference: folder / "html" / "index.html")  # built above
     shot = tmp_path / "report.png"
     assert main(["report", str(folder), "--screenshot", str(shot)]) == 0
     data = shot.read_bytes()

@@ -19,7 +19,6 @@ from torch import nn
 from dino_rnn.runner import bench
 from dino_rnn.fast import fastgrad
 from dino_rnn import train as steps
-from dino_rnn.fast import steps as fast_steps
 from dino_rnn.data import Example, Vocab, encode_names
 from dino_rnn.models import ARCHITECTURES, build_model, count_parameters
 from dino_rnn.train import Step, make_optimizer, pairs_of

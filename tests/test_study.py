@@ -111,6 +111,12 @@ def test_smoke_study_writes_everything(tmp_path, capfd):
     done = [line for line in printed.splitlines() if re.match(r"  ok +\d\d_\w+\.ipynb seed 0 \(\d+ s\)$", line)]
     assert len(done) == n_models
     assert f"report:  {out / 'html' / 'index.html'}" in printed
+    # a line as each phase starts, in order: the cluster, the kernels, the notebooks, the report
+    phases = ["data: ", "starting a local cluster of 2 workers", "starting each worker's Jupyter kernel",
+              f"running {n_models} notebooks", done[0], "writing the report", "study finished"]
+    at = [printed.find(p) for p in phases]
+    assert -1 not in at and at == sorted(at), printed
+    assert printed.rindex(done[-1]) < printed.index("writing the report")
     assert "Kernel is running" not in captured.err and "IPKernelApp" not in captured.err, captured.err
     assert "KeyboardInterrupt" not in captured.err and "Traceback" not in captured.err, captured.err
 
@@ -276,6 +282,39 @@ def test_type_errors_from_argparse_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["study", "--epochs", "ten"])
     assert e.value.code == 2 and "invalid int value: 'ten'" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_in_plain_words():
+    code, out, err = run_cli("--help")
+    assert code == 0, err
+    listed = re.findall(r"^    (\w+) +\S", out, re.M)
+    assert listed == ["study", "report", "sweep", "bench"]
+    description = out.split("\n\n")[1]
+    assert description.rstrip().endswith(".") and "dino-rnn" not in description
+    for command in ("", *listed):
+        text = run_cli(*([command] if command else []), "--help")[1]
+        assert "`" not in text, (command, text)
+
+
+def test_version_prints_the_installed_version_without_loading_torch(monkeypatch):
+    from importlib import metadata
+
+    import dino_rnn
+    from dino_rnn import cli
+
+    show = ("import sys\nfrom dino_rnn.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit as e:\n"
+            "    assert e.code == 0\nprint(sorted(m for m in ('torch', 'numba', 'pandas', 'distributed', 'papermill') "
+            "if m in sys.modules))\n")
+    p = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, timeout=60)
+    assert p.stdout == f"dino-rnn {metadata.version('dino-rnn')}\n[]\n", p.stdout + p.stderr
+    assert run_cli("--version")[1] == f"dino-rnn {dino_rnn.__version__}\n"
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    monkeypatch.setattr(dino_rnn, "__version__", "9.9.9")
+    assert cli.version() == "9.9.9"
 
 
 def test_terminated_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
@@ -541,9 +580,10 @@ def test_the_study_process_does_not_import_torch():
     # (a bad --epochs: exit 2 before any work) and the committed reference's index page is made.
     code = ("import sys\n"
             "from dino_rnn.cli import main\n"
-            "from dino_rnn import report, site\n"
+            "from dino_rnn.files import REFERENCE\n"
+            "from dino_rnn.report import site\n"
             "assert main(['study', '--epochs', '0']) == 2\n"
-            "assert 'aⁿbⁿ' in site.index_page(report.REFERENCE)\n"
+            "assert 'aⁿbⁿ' in site.index_page(REFERENCE)\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "[]", p.stdout + p.stderr

@@ -22,11 +22,12 @@ from dino_rnn.data import DataError, resolve_data_path
 from dino_rnn.runner.executor import TaskFailed
 from dino_rnn.experiment import Experiment
 from dino_rnn.models import build_model, count_parameters
-from dino_rnn.settings import ParameterError
+from dino_rnn.settings import COMPARED, ParameterError, Settings
 from dino_rnn.files import MANIFEST
 from dino_rnn.runner.folders import IncrementalFolder, files_in
-from dino_rnn.fast.steps import AUTOGRAD, WRITTEN_OUT, torch_step
-from dino_rnn.report.sweepreport import paired_interval, paired_table, parse_pair, t_cdf, t_quantile
+from dino_rnn.settings import AUTOGRAD, WRITTEN_OUT
+from dino_rnn.train import make_step as torch_step
+from dino_rnn.report.sweepreport import paired_interval, paired_table, parse_pair, t_quantile
 
 DATA = str(resolve_data_path(None))  # DINO_RNN_DATA, or Dino Names fetched from DINO_RNN_DATA_URL (CI)
 # Two architectures x three seeds, tiny: every test that trains uses this grid (or part of it).
@@ -41,7 +42,7 @@ def sweep_cli(argv) -> int:
     return S.main(parser.parse_args(["sweep", *argv]))
 
 
-SWEEP_MAIN = ("import argparse, sys; from dino_rnn import sweep as S; p = argparse.ArgumentParser(); "
+SWEEP_MAIN = ("import argparse, sys; from dino_rnn.runner import sweep as S; p = argparse.ArgumentParser(); "
               "S.add_parser(p.add_subparsers(dest='command')); sys.exit(S.main(p.parse_args(sys.argv[1:])))")
 
 
@@ -93,7 +94,9 @@ def swept(tmp_path_factory):
                                    (30, 2.0423), (120, 1.9799)])
 def test_t_quantile_matches_the_published_table(df, q):
     assert t_quantile(0.975, df) == pytest.approx(q, abs=5e-5)
-    assert t_cdf(t_quantile(0.975, df), df) == pytest.approx(0.975, abs=1e-10)
+    from scipy import stats
+
+    assert stats.t.cdf(t_quantile(0.975, df), df) == pytest.approx(0.975, abs=1e-10)
     assert t_quantile(0.025, df) == pytest.approx(-q, abs=5e-5)
 
 
@@ -110,7 +113,7 @@ def test_paired_interval_by_hand():
 
 
 def _m(arch, seed, loss, **p):
-    params = {"num_layers": 1, "hidden_size": 64, "lr": 4e-4, "epochs": 40, "max_names": None,
+    params = {"num_layers": 1, "hidden": 64, "lr": 4e-4, "epochs": 40, "max_names": None,
               "nonlinearity": None, "seed": seed, **p}
     return {"architecture": arch, "parameters": params, "status": "ok", "test_loss": loss, "valid_loss": loss,
             "seconds_per_epoch": 1.0, "learnable_parameters": 1, "gradient": "x"}
@@ -123,7 +126,7 @@ def test_pairs_match_points_on_their_other_settings_and_common_seeds():
     assert len(t) == 1
     r = t.iloc[0]
     assert r["seeds"] == 3 and r["mean_difference"] == pytest.approx(0.5) and r["b_better"] == 3
-    sel = parse_pair("scratch,nonlinearity=none:scratch,nl=tanh")
+    sel = parse_pair("scratch,nonlinearity=none:scratch,nonlinearity=tanh")
     assert sel == ({"arch": "scratch", "nonlinearity": "none"}, {"arch": "scratch", "nonlinearity": "tanh"})
 
 
@@ -133,7 +136,7 @@ def test_pairs_match_points_on_their_other_settings_and_common_seeds():
 
 
 def test_grid_expands_and_scratch_with_more_layers_is_left_out_with_a_note():
-    points, pairs, notes = S.plan([{"arch": ["scratch", "lstm"], "layers": [1, 2], "nonlinearity": ["tanh", "none"],
+    points, pairs, notes = S.plan([{"arch": ["scratch", "lstm"], "num_layers": [1, 2], "nonlinearity": ["tanh", "none"],
                                     "seeds": "0-1"}])
     assert len(points) == 2 * 2 + 2 * 2  # scratch: 2 nonlinearities x 2 seeds; lstm: 2 layer counts x 2 seeds
     assert {p.nonlinearity for p in points if p.arch == "lstm"} == {None}
@@ -146,10 +149,13 @@ def test_grid_expands_and_scratch_with_more_layers_is_left_out_with_a_note():
 
 @pytest.mark.parametrize("args, words", [
     (["--arch", "transformer"], "--arch must be one of"),
-    (["--arch", "scratch", "--layers", "2"], "one layer"),
-    (["--layers", "0"], "--layers"),
+    (["--arch", "scratch", "--num-layers", "2"], "one layer"),
+    (["--num-layers", "0"], "NUM_LAYERS must be a whole number"),
+    (["--num-layers", "two"], "--num-layers 'two' is not a valid value of NUM_LAYERS"),
+    (["--clip", "0"], "CLIP must be a number greater than 0"),
+    (["--clip", "none", "none"], "--clip repeats a value (none none)"),
     (["--arch", "lstm", "--nonlinearity", "none"], "from-scratch cell only"),
-    (["--arch", "scratch", "--nonlinearity", "relu"], "--nonlinearity must be one of"),
+    (["--arch", "scratch", "--nonlinearity", "relu"], "NONLINEARITY must be one of"),
     (["--seeds", "4-0"], "backwards"),
     (["--pairs", "lstm"], "A:B"),
     (["--pairs", "lstm:cnn"], "unknown architecture"),
@@ -169,7 +175,7 @@ def test_bad_input_is_one_line_before_any_work(tmp_path, args, words):
 def test_grid_file_with_several_grids(tmp_path):
     f = tmp_path / "grid.toml"
     f.write_text('epochs = 3\nseeds = "0-1"\npairs = ["lstm:gru"]\n'
-                 '[[grid]]\narch = ["lstm", "gru"]\nlayers = [1, 2]\n'
+                 '[[grid]]\narch = ["lstm", "gru"]\nnum_layers = [1, 2]\n'
                  '[[grid]]\narch = "scratch"\nnonlinearity = ["none", "tanh"]\nseeds = "0-4"\n')
     g = S.parse_grid_file(f)
     points, pairs, _ = S.plan(g["grids"], g["pairs"])
@@ -178,6 +184,42 @@ def test_grid_file_with_several_grids(tmp_path):
     f.write_text("arch = ['lstm']\nlayer = [2]\n")
     with pytest.raises(ParameterError, match="unknown grid key 'layer'"):
         S.plan(S.parse_grid_file(f)["grids"])
+
+
+def test_every_compared_setting_is_a_flag_and_a_grid_key_under_its_own_name():
+    """The grid speaks the settings' names (dino_rnn.settings.COMPARED); values are read as Settings types them."""
+    parser = argparse.ArgumentParser(prog="dino-rnn")
+    sweep = S.add_parser(parser.add_subparsers(dest="command"))
+    assert set(COMPARED) <= {a.dest for a in sweep._actions} and set(COMPARED) <= set(S.GRID_KEYS)
+    args = parser.parse_args(["sweep", "--arch", "lstm", "--clip", "none", "1", "--max-names", "all", "--out", "o"])
+    points, _, _ = S.plan(S.grids_from_args(args)[0])
+    assert [p.clip for p in points] == [None, 1.0] and {p.max_names for p in points} == {None}
+    # a setting at its default keeps the folder sweeps always used; any other is named at the end
+    assert [p.folder for p in points] == ["points/lstm-L1-H64-lr0.0004-e40-nall",
+                                          "points/lstm-L1-H64-lr0.0004-e40-nall-clip1.0"]
+    assert points[1].label() == "lstm L1 H64 lr 0.0004 clip 1 seed 0"
+    f_points, _, _ = S.plan([{"arch": "lstm", "clip": ["none", 1.0], "temperature": [0.8, 1.0]}])
+    assert len(f_points) == 4 and f_points[3].folder.endswith("-nall-clip1.0-temperature1.0")
+
+
+def test_a_grid_file_with_the_old_key_layers_is_told_the_new_one(tmp_path):
+    f = tmp_path / "grid.toml"
+    f.write_text('arch = "lstm"\nlayers = [1, 2]\n')
+    with pytest.raises(ParameterError, match=r"unknown grid key 'layers' \(did you mean 'num_layers'\?\)"):
+        S.parse_grid_file(f)
+
+
+def test_a_clip_axis_trains_each_value_and_resumes(tmp_path):
+    """clip is an axis like any setting: each value trains (the Experiment gets it), and a re-run skips them."""
+    out, grid = tmp_path / "out", {"arch": "rnn", "clip": ["none", 0.5], "seeds": "0", "epochs": 1, "max_names": 20}
+    r = S.run_sweep(out, [grid], executor=SerialExecutor(), log=lambda *a: None)
+    assert r.ok and len(r.trained) == 2
+    plain = json.loads((out / "points/rnn-L1-H64-lr0.0004-e1-n20/metrics/rnn-seed0.json").read_text())
+    clipped = json.loads((out / "points/rnn-L1-H64-lr0.0004-e1-n20-clip0.5/metrics/rnn-seed0.json").read_text())
+    assert plain["parameters"]["clip"] is None and clipped["parameters"]["clip"] == 0.5
+    assert "rnn L1 H64 lr 0.0004 clip 0.5" in (out / "sweep.md").read_text()
+    again = S.run_sweep(out, [grid], executor=SerialExecutor(), log=lambda *a: None)
+    assert len(again.skipped) == 2 and not again.trained
 
 
 def test_a_folder_with_files_no_sweep_wrote_is_refused(tmp_path):
@@ -284,7 +326,7 @@ def test_a_failing_point_is_reported_and_the_others_finish(tmp_path, monkeypatch
 
 
 def test_main_exit_status_and_summary(tmp_path, capsys, monkeypatch):
-    p = S.Point("rnn", 1, 64, 4e-4, None, 2, 40, 0)
+    p = S.Point(Settings("rnn", epochs=2, max_names=40, seed=0))
     done = S.SweepResult(out=tmp_path, points=[p], skipped=[p], report=tmp_path / "sweep.md")
     monkeypatch.setattr(S, "run_sweep", lambda *a, **k: done)
     assert sweep_cli([*ARGS, "--out", str(tmp_path / "o")]) == 0
@@ -424,7 +466,7 @@ def test_a_two_layer_lstm_learns(tmp_path):
 def test_cli_refuses_bad_input_in_one_line_with_status_2(tmp_path, capsys):
     from dino_rnn.cli import main as cli_main
 
-    assert cli_main(["sweep", "--arch", "scratch", "--layers", "2", "--out", str(tmp_path / "o")]) == 2
+    assert cli_main(["sweep", "--arch", "scratch", "--num-layers", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("dino-rnn: error: the from-scratch cell has one layer") and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from dino_rnn import train as steps
-from dino_rnn.fast import steps as fast_steps
 from dino_rnn import train as train_mod
 from dino_rnn.data import encode_names, split_names
 from dino_rnn.models import ARCHITECTURES, build_model

@@ -23,10 +23,6 @@ Importing this package loads nothing heavy; numba loads with the first :func:`co
 
 from __future__ import annotations
 
-# How a compiled step computed its gradient, as the metrics record it ("gradient").
-WRITTEN_OUT, NUMPY = "written-out", "numpy"
-
-
 def unsupported(model) -> str | None:
     """Why no compiled step applies to ``model`` (``None``: one does)."""
     from dino_rnn.numpy_nets import NumpyLSTM, NumpyNet, NumpyRNN

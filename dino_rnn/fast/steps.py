@@ -18,8 +18,9 @@ import copy
 
 import torch
 
-from dino_rnn.fast import NUMPY, WRITTEN_OUT, fastgrad, kernels
+from dino_rnn.fast import fastgrad, kernels
 from dino_rnn.fast.torch_private import FusedAdam
+from dino_rnn.settings import NUMPY, WRITTEN_OUT
 from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyNet, NumpyRNN, _flat_base, clip_grad_norm
 
 

@@ -156,4 +156,17 @@ def _inverse_keep(keep: float):
     return c
 
 
-__all__ = ["FusedAdam", "optimizer_has_hooks", "dropout_noise"]
+__all__ = ["FusedAdam", "optimizer_has_hooks", "dropout_noise", "preload_optimizer_imports"]
+
+
+def preload_optimizer_imports() -> None:
+    """Import now what torch imports the first time an optimizer is made: ``torch._dynamo``.
+
+    Not a public contract: ``torch.optim``'s methods are wrapped by ``torch._disable_dynamo``,
+    which imports ``torch._dynamo`` on their first call (about 1 s of CPU here). The study runs
+    this in each worker's first kernel while the worker gets ready, so that no notebook's
+    training pays it; were it no longer so after an upgrade, the import is only paid later.
+    """
+    import importlib
+
+    importlib.import_module("torch._dynamo")

@@ -39,8 +39,8 @@ import pandas as pd
 
 from dino_rnn.files import REFERENCE, ROOT, STUDY_JSON, write_text
 from dino_rnn.settings import COMPARED, ParameterError, settings_of
+from dino_rnn.plots import ANBN_LABELS, plot_anbn
 from dino_rnn.report.tables import (
-    ANBN_LABELS,
     PAIRED_BY,
     PAIRED_ON,
     anbn_frame,
@@ -52,7 +52,6 @@ from dino_rnn.report.tables import (
     load_published,
     paired_differences,
     paired_frame,
-    plot_anbn,
     plot_model,
     plot_overlay,
     protocol_note,
@@ -771,41 +770,6 @@ def _same_key(a: dict, b: dict) -> bool:
     norm = lambda k: json.dumps({**k, "links": {str(bool(x)): v for x, v in k["links"].items()},  # noqa: E731
                                  "subs": [list(kv) for kv in k["subs"]]}, sort_keys=True)
     return norm(a) == norm(b)
-
-
-def rebuild(results, *, command: str = "dino-rnn report", log=print, reference: bool = False) -> Path:
-    """``dino-rnn report``: rebuild ``html/`` of a study's results folder, training nothing.
-
-    Writes only ``RESULTS/html`` (built beside it and swapped in, under the folder's lock, so
-    a study or another report never sees half of it) and, if it wrote a file the folder's
-    manifest does not list yet, the manifest. ``reference``: the folder may be the committed
-    reference (``--reference``). Returns the index page's path.
-
-    This is the runner's work (the folder's lock, staging and manifest), not the report's: it
-    belongs in :mod:`dino_rnn.runner` and is the report's one import from there.
-    """
-    from dino_rnn.runner.folders import ResultsFolder, read_manifest
-
-    folder = ResultsFolder(results, name="RESULTS", reference=reference)
-    if not folder.path.is_dir():
-        raise ParameterError(f"RESULTS {str(results)!r} does not exist; run dino-rnn study first (it writes results/study)")
-    if read_manifest(folder.path) is None:
-        raise ParameterError(
-            f"RESULTS {str(results)!r} was not written by dino-rnn study (it has no {'.dino-rnn.json'}); "
-            "dino-rnn report rebuilds the HTML of a study's results folder")
-    if not load_metrics(folder.path):
-        raise ParameterError(f"RESULTS {str(results)!r} has no metrics/*.json: nothing to report")
-    folder.check_owned()
-    with folder.lock(command):
-        folder.recover()
-        folder.check_owned()
-        staging = folder.new_staging()
-        try:
-            written = build_site(folder.path, staging / HTML, generator=command, log=log)
-            folder.install(staging / HTML, HTML, [f"{HTML}/{f}" for f in written])
-        finally:
-            folder.abandon(staging)
-    return folder.path / HTML / INDEX
 
 
 def versions() -> dict:

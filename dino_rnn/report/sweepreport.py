@@ -27,10 +27,6 @@ import re
 
 from dino_rnn.settings import COMPARED, DEFAULTS, Settings, settings_of
 
-# Short names a selector may use for a setting (the grid files' axis names).
-ALIASES = {"layers": "num_layers", "nl": "nonlinearity"}
-
-
 # ---------------------------------------------------------------------------
 # The paired statistic
 # ---------------------------------------------------------------------------
@@ -159,7 +155,7 @@ def _setting_value(name: str, text: str):
 def parse_selector(text: str) -> dict:
     """``"lstm"``, ``"scratch,nonlinearity=none"``, ``"lstm,num_layers=2,hidden=128"`` -> settings.
 
-    Any :data:`~dino_rnn.settings.COMPARED` setting may be named (or an :data:`ALIASES` name).
+    Any :data:`~dino_rnn.settings.COMPARED` setting may be named, by its one name.
     Raises ``ValueError`` (one line) for an unknown setting or a malformed value.
     """
     out: dict = {}
@@ -172,7 +168,6 @@ def parse_selector(text: str) -> dict:
             out["arch"] = part
             continue
         k, v = (x.strip() for x in part.split("=", 1))
-        k = ALIASES.get(k, k)
         if k not in COMPARED:
             raise ValueError(f"pair side {text!r}: unknown setting {k!r}; use {', '.join(COMPARED)}")
         try:

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from dino_rnn.data import DATA_DIR
-from dino_rnn.plots import ANBN_LABELS, ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR, plot_anbn, plot_history  # noqa: F401 (the report draws with them)
+from dino_rnn.plots import ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR
 from dino_rnn.files import ANBN_DIR, REFERENCE, STUDY_JSON, save_figure, write_text
 from dino_rnn.report.sweepreport import paired_interval
 from dino_rnn.settings import COMPARED, DEFAULTS, ParameterError, settings_of

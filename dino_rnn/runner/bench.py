@@ -175,7 +175,7 @@ def run_worker(side: str, arch: str, epochs: int, data: str | None, seed: int = 
 
     from dino_rnn.data import Vocab, encode_names, load_names, split_names
     from dino_rnn.models import build_model
-    from dino_rnn.fast.steps import torch_step
+    from dino_rnn.train import make_step as torch_step
     from dino_rnn.train import make_optimizer, pairs_of, set_seed, train_epoch
 
     names = load_names(data)
@@ -338,10 +338,21 @@ def _fmt(x: float) -> str:
 
 def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, args, elapsed: float,
                  studies: list[dict] = ()) -> str:
+    """The benchmark's Markdown report: how it was measured, the epoch table, the whole-study
+    projection, where a step's time goes, and (``studies``) the timed studies."""
+    lines = _header(rows, args, elapsed) + _epoch_table(rows)
+    lines += _projection_section(rows, concurrent, concurrent_wall, args)
+    lines += _profile_section(rows)
+    lines += _study_section(rows, studies, args)
+    return "\n".join(lines)
+
+
+def _header(rows: dict, args, elapsed: float) -> list[str]:
     import torch
 
-    archs = list(rows)
-    lines = [
+    first = rows[next(iter(rows))]
+    busy = max(args.load_start, _load()) > 0.7
+    return [
         TITLE,
         "",
         f"Written by `python -m dino_rnn.runner.bench` ({time.strftime('%Y-%m-%d %H:%M:%S')}); "
@@ -351,12 +362,12 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         + (
             " -- the machine was busy with other work; default-thread reference runs suffer most "
             "from that, so treat the ratios with care and re-run on an idle machine."
-            if max(args.load_start, _load()) > 0.7
+            if busy
             else "."
         ),
         "",
-        f"One epoch = {rows[archs[0]]['n_train']} one-name AdamW steps + the validation pass over "
-        f"{rows[archs[0]]['n_valid']} names. Each side ran in its own process, interleaved "
+        f"One epoch = {first['n_train']} one-name AdamW steps + the validation pass over "
+        f"{first['n_valid']} names. Each side ran in its own process, interleaved "
         f"(ours, reference, ours, reference, ...) {args.repeats} times, {args.epochs_timed} timed "
         "epoch(s) per process; figures are medians over all timed epochs. "
         "\"Ours\" = `train_epoch` + the step's `evaluate` on 1 intra-op thread; \"reference\" = the loop in "
@@ -364,23 +375,32 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         "step, per-character loop for the from-scratch cell, `.item()` per step, torch's default "
         "thread count).",
         "",
+    ]
+
+
+def _epoch_table(rows: dict) -> list[str]:
+    from dino_rnn.models import LABELS
+
+    lines = [
         "| model | reference s/epoch | ours s/epoch | speed-up (ratio of medians) | lowest paired ratio | threads ref / ours | peak RSS ref / ours (MiB) |",
         "|---|---:|---:|---:|---:|---|---|",
     ]
-    from dino_rnn.models import LABELS
-
-    for a in archs:
-        r = rows[a]
+    for a, r in rows.items():
         lines.append(
             f"| {LABELS.get(a, a)} | {_fmt(r['ref'])} | {_fmt(r['ours'])} | **{r['ref'] / r['ours']:.1f}x** | "
             f"{min(r['pairs']):.1f}x | {r['threads_ref']} / {r['threads_ours']} | "
             f"{r['rss_ref']:.0f} / {r['rss_ours']:.0f} |"
         )
+    return lines
+
+
+def _projection_section(rows: dict, concurrent: list[dict], concurrent_wall: float, args) -> list[str]:
+    archs = list(rows)
     ref_total = sum(STUDY_EPOCHS * rows[a]["ref"] for a in archs)
     ours_seq = sum(STUDY_EPOCHS * rows[a]["ours"] for a in archs)
     conc = {c["arch"]: statistics.median(c["seconds"]) for c in concurrent}
     ours_par = schedule_makespan([STUDY_EPOCHS * conc[a] for a in archs], args.jobs)
-    lines += [
+    return [
         "",
         f"## Whole study projection ({STUDY_EPOCHS} epochs x {len(archs)} models)",
         "",
@@ -402,9 +422,6 @@ def build_report(rows: dict, concurrent: list[dict], concurrent_wall: float, arg
         "Peak RSS is `ru_maxrss` of the training process (torch and the data loaded included).",
         "",
     ]
-    lines += _profile_section(rows)
-    lines += _study_section(rows, studies, args)
-    return "\n".join(lines)
 
 
 def _profile_section(rows: dict) -> list[str]:
@@ -537,57 +554,74 @@ def _claim_out(args) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dino-rnn bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs-timed", type=int, default=2, help="timed epochs per worker process (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved ours/reference process pairs per model (default 3)")
-    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS, help="the models to time (default all four)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes for the study projection (default: CPUs)")
     p.add_argument("--out", default=None,
                    help="also write the report to this file (the committed one: results/benchmark.md)")
     p.add_argument("--data", default=None, help="names file (default: $DINO_RNN_DATA or the downloaded Dino Names)")
     p.add_argument("--study", action="append", nargs="?", const="0", metavar="SEEDS",
-                   help="also time `dino-rnn study --seeds SEEDS` (default 0; e.g. --study --study 0-4) "
+                   help="also time 'dino-rnn study --seeds SEEDS' (default 0; e.g. --study --study 0-4) "
                         "against the reference's 40 epochs of the four models")
     p.add_argument("--worker", choices=("ours", "reference"), help=argparse.SUPPRESS)
     p.add_argument("--arch", choices=ARCHS, help=argparse.SUPPRESS)
+    return p
+
+
+def _time_model(arch: str, args) -> dict:
+    """``arch`` timed both ways, ``args.repeats`` interleaved pairs of processes: the report's row."""
+    ours, ref = [], []
+    for k in range(args.repeats):
+        ours.append(_run("ours", arch, args.epochs_timed, args.data))
+        ref.append(_run("reference", arch, args.epochs_timed, args.data))
+        print(
+            f"{arch} {k + 1}/{args.repeats}: ours {statistics.median(ours[-1]['seconds']):.2f} s/epoch, "
+            f"reference {statistics.median(ref[-1]['seconds']):.2f} s/epoch",
+            file=sys.stderr, flush=True,
+        )
+    return {
+        "ours": statistics.median([s for r in ours for s in r["seconds"]]),
+        "ref": statistics.median([s for r in ref for s in r["seconds"]]),
+        "pairs": [statistics.median(b["seconds"]) / statistics.median(a["seconds"]) for a, b in zip(ours, ref)],
+        "threads_ours": ours[0]["threads"],
+        "threads_ref": ref[0]["threads"],
+        "rss_ours": max(r["maxrss_mib"] for r in ours),
+        "rss_ref": max(r["maxrss_mib"] for r in ref),
+        "n_train": ours[0]["n_train"],
+        "n_valid": ours[0]["n_valid"],
+        "profile": _median_profile([r["profile"] for r in ours]),
+    }
+
+
+def _write_out(path: Path, report: str, rows: dict, studies: list[dict], load_start: float, seconds: float) -> None:
+    """The report at ``path``, and its figures as JSON beside it (the claims' verdicts read the
+    published-style loop's epoch times)."""
+    write_atomic(path, report)
+    write_atomic(path.with_suffix(".json"), json.dumps({
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"), "load": [load_start, _load()],
+        "cpus": os.cpu_count(), "seconds": round(seconds, 1),
+        "models": {a: {"reference": r["ref"], "ours": r["ours"], "pairs": r["pairs"]} for a, r in rows.items()},
+        "studies": studies,
+    }, indent=1, default=str) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.epochs_timed < 1 or args.repeats < 1 or args.jobs < 1:
         p.error("--epochs-timed, --repeats and --jobs must be at least 1")
-
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.arch, args.epochs_timed, args.data)), flush=True)
         return 0
     if args.out and not _claim_out(args):
         return 2
-
     t0 = time.perf_counter()
     args.load_start = _load()
-    rows = {}
-    for arch in args.archs:
-        ours, ref = [], []
-        for k in range(args.repeats):
-            ours.append(_run("ours", arch, args.epochs_timed, args.data))
-            ref.append(_run("reference", arch, args.epochs_timed, args.data))
-            print(
-                f"{arch} {k + 1}/{args.repeats}: ours {statistics.median(ours[-1]['seconds']):.2f} s/epoch, "
-                f"reference {statistics.median(ref[-1]['seconds']):.2f} s/epoch",
-                file=sys.stderr, flush=True,
-            )
-        o = statistics.median([s for r in ours for s in r["seconds"]])
-        f = statistics.median([s for r in ref for s in r["seconds"]])
-        rows[arch] = {
-            "ours": o,
-            "ref": f,
-            "pairs": [statistics.median(b["seconds"]) / statistics.median(a["seconds"]) for a, b in zip(ours, ref)],
-            "threads_ours": ours[0]["threads"],
-            "threads_ref": ref[0]["threads"],
-            "rss_ours": max(r["maxrss_mib"] for r in ours),
-            "rss_ref": max(r["maxrss_mib"] for r in ref),
-            "n_train": ours[0]["n_train"],
-            "n_valid": ours[0]["n_valid"],
-            "profile": _median_profile([r["profile"] for r in ours]),
-        }
+    rows = {arch: _time_model(arch, args) for arch in args.archs}
+    print(f"timing the {len(args.archs)} models {args.jobs} at a time ...", file=sys.stderr, flush=True)
     concurrent, wall = _run_concurrently(args.archs, args.epochs_timed, args.data, args.jobs)
     studies = []
     for seeds in args.study or []:
@@ -595,14 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         studies.append(time_study(seeds, args.data, args.jobs))
     report = build_report(rows, concurrent, wall, args, time.perf_counter() - t0, studies)
     if args.out:
-        write_atomic(Path(args.out), report)
-        # The same figures for programs (the claims' verdicts read the published-style loop's epoch times).
-        write_atomic(Path(args.out).with_suffix(".json"), json.dumps({
-            "written": time.strftime("%Y-%m-%d %H:%M:%S"), "load": [args.load_start, _load()],
-            "cpus": os.cpu_count(), "seconds": round(time.perf_counter() - t0, 1),
-            "models": {a: {"reference": r["ref"], "ours": r["ours"], "pairs": r["pairs"]} for a, r in rows.items()},
-            "studies": studies,
-        }, indent=1, default=str) + "\n")
+        _write_out(Path(args.out), report, rows, studies, args.load_start, time.perf_counter() - t0)
     print(report)
     return 0
 

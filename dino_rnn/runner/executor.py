@@ -354,9 +354,11 @@ class Executor:
 
         _quiet_logs()
         if self.scheduler:
+            self.log(f"connecting to the cluster at {self.scheduler} ...")
             self.client = connect(self.scheduler, self.connect_timeout)
             return self
         workers = check_jobs(self.workers)
+        self.log(f"starting a local cluster of {workers} worker{'s' * (workers != 1)} ...")
         try:
             with _interrupts_deferred():  # the workers start with SIGINT ignored: Ctrl-C is for this process
                 self.cluster = _local_cluster(workers, self.tmpdir)

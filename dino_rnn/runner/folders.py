@@ -36,6 +36,8 @@ first, and the rules are these:
   holding the previous complete results or the new complete ones; the next run cleans
   what the killed one left, under the rules above. Where the atomic swap is not
   available, two renames are used, and the next run puts back a folder caught between them.
+- **The report command** (:func:`rebuild`, ``dino-rnn report``) replaces only ``html/``, under
+  the same lock, staging and manifest.
 - **Refused up front**: a folder that cannot be written, a mount point (the swap needs the
   same file system beside it), a name too long for the work folder beside it.
 """
@@ -566,3 +568,39 @@ class IncrementalFolder(ResultsFolder):
         if self._incoming is not None:
             self.abandon(self._incoming)
         self._incoming = None
+
+
+def rebuild(results, *, command: str = "dino-rnn report", log=print, reference: bool = False) -> Path:
+    """``dino-rnn report``: rebuild ``html/`` of a study's results folder, training nothing.
+
+    Writes only ``RESULTS/html`` (built beside it and swapped in, under the folder's lock, so
+    a study or another report never sees half of it) and, if it wrote a file the folder's
+    manifest does not list yet, the manifest. ``reference``: the folder may be the committed
+    reference (``--reference``). Returns the index page's path.
+
+    The pages are the report's (:func:`dino_rnn.report.site.build_site`); the folder's lock,
+    staging and manifest are this module's.
+    """
+    from dino_rnn.report.site import HTML, INDEX, build_site
+    from dino_rnn.report.tables import load_metrics
+
+    folder = ResultsFolder(results, name="RESULTS", reference=reference)
+    if not folder.path.is_dir():
+        raise ParameterError(f"RESULTS {str(results)!r} does not exist; run dino-rnn study first (it writes results/study)")
+    if read_manifest(folder.path) is None:
+        raise ParameterError(
+            f"RESULTS {str(results)!r} was not written by dino-rnn study (it has no {'.dino-rnn.json'}); "
+            "dino-rnn report rebuilds the HTML of a study's results folder")
+    if not load_metrics(folder.path):
+        raise ParameterError(f"RESULTS {str(results)!r} has no metrics/*.json: nothing to report")
+    folder.check_owned()
+    with folder.lock(command):
+        folder.recover()
+        folder.check_owned()
+        staging = folder.new_staging()
+        try:
+            written = build_site(folder.path, staging / HTML, generator=command, log=log)
+            folder.install(staging / HTML, HTML, [f"{HTML}/{f}" for f in written])
+        finally:
+            folder.abandon(staging)
+    return folder.path / HTML / INDEX

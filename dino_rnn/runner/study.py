@@ -6,8 +6,9 @@ workers, or the one at ``scheduler``; see :func:`notebook_task`). Executed noteb
 (showing the results folder, never the folder they ran in); the comparison table and plots
 are written from the metrics the notebooks wrote; ``comparison.ipynb`` runs next; last,
 :mod:`dino_rnn.report.site` writes ``html/index.html``, the page people open first, and every
-notebook's two HTML reports. The terminal shows one progress bar and one line per finished
-notebook (``quiet``: neither).
+notebook's two HTML reports. The terminal shows a line as each phase starts (the cluster, the
+workers' kernels, the notebooks, the report), one progress bar and one line per finished
+notebook (``quiet``: none of them).
 
 Where a run writes, and how it keeps the user's files safe, is :mod:`dino_rnn.runner.folders`:
 by default ``results/study/`` (ignored by git), never the committed ``results/reference/``
@@ -186,10 +187,12 @@ def _kernel_env():
 
 # What the comparison notebook imports, loaded into its kernel while the workers train.
 COMPARISON_IMPORTS = "import pandas, matplotlib.pyplot, dino_rnn.report.tables"
-# What the model notebooks import (and the optimizer's first construction pulls in: torch._dynamo),
-# loaded into each worker's first kernel while the study gets ready.
-NOTEBOOK_IMPORTS = ("import torch, torch._dynamo, pandas, matplotlib.pyplot, dino_rnn.experiment, dino_rnn.lab, "
-                    "dino_rnn.numpy_nets, dino_rnn.fast.steps")
+# What the model notebooks import, and what torch imports the first time an optimizer is made
+# (dino_rnn.fast.torch_private.preload_optimizer_imports), loaded into each worker's first kernel
+# while the study gets ready.
+NOTEBOOK_IMPORTS = ("import torch, pandas, matplotlib.pyplot, dino_rnn.experiment, dino_rnn.lab, dino_rnn.numpy_nets, "
+                    "dino_rnn.fast.steps, dino_rnn.fast.torch_private; "
+                    "dino_rnn.fast.torch_private.preload_optimizer_imports()")
 # What a worker process needs to run a notebook (papermill's import takes seconds: nbformat's
 # schema validation builds grammars), and the main process for the report.
 WORKER_MODULES = ("papermill", "dino_rnn.report.site")
@@ -457,49 +460,84 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
          quiet: bool = False, ex: Executor | None = None, comparison_kernel: KernelPool | None = None) -> None:
     """The notebooks into ``staging``, then the report; ``result`` records what happened.
 
-    ``comparison_kernel``: the kernels the comparison notebook runs in (None: a fresh one)."""
+    ``comparison_kernel``: the kernels the comparison notebook runs in (None: a fresh one). The
+    steps, in order: every worker starts its kernel; the jobs (notebook x seed) and their tasks;
+    the tasks on the cluster, longest first; study.json; the comparison notebook; the HTML.
+    """
     t0 = time.perf_counter()
     result.started = _now()
-    seeds, jobs = result.parameters["seeds"], result.parameters["jobs"]
-    # The key of this run's warm kernels on every worker (None: a fresh kernel per notebook).
-    kernels_key = None if result.parameters.get("kernels") == "fresh" else f"study-{os.getpid()}-{uuid.uuid4().hex}"
-    ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
-    notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
-    for seed in seeds:
-        for nb, declared in notebooks.items():
-            base = {
-                "EPOCHS": result.parameters["epochs"],
-                "SEED": seed,
-                "MAX_NAMES": result.parameters["max_names"],
-                "RESULTS_DIR": str(staging),
-                "DATA": result.parameters["data"],
-                **(extra or {}),
-            }
-            result.jobs.append(
-                Job(
-                    notebook=nb.name,
-                    seed=seed,
-                    parameters={k: v for k, v in base.items() if k in declared},
-                    output=str(staging / "executed" / f"seed{seed}" / nb.name),
-                )
-            )
+    kernels_key = _prepare_workers(ex, result, log)
+    result.jobs += plan_jobs(result.parameters, staging, extra)
     # Longest first (as long as the previous run here took, else the committed reference's run),
     # so no long notebook starts last.
     order = longest_first(result.jobs, previous_seconds(folder.path) or previous_seconds(REFERENCE))
     where = f"the cluster at {ex.scheduler}" if ex.scheduler else "a local cluster"
-    log(f"running {len(result.jobs)} notebooks ({len(seeds)} seed(s)) on {ex.n_workers or jobs} worker(s) of {where} "
-        f"into {folder.path}")
+    log(f"running {len(result.jobs)} notebooks ({len(result.parameters['seeds'])} seed(s)) on "
+        f"{ex.n_workers or result.parameters['jobs']} worker(s) of {where} into {folder.path}")
     if ex.dashboard_link:
         log(f"dashboard: {ex.dashboard_link}")
     data_path = resolve_data_path(result.parameters["data"])
     paths = (str(folder.path), str(staging), [str(data_path)])
-    data, data_sha256 = data_path.read_bytes(), sha256_of(data_path)
-    # Each task exports its own notebook's HTML reports, as build_site would from the cleaned
-    # executed notebook (build_site checks the key and keeps them), in parallel with the others.
+    tasks = _tasks(result, staging, folder.path, data_path, cell_timeout, kernels_key)
+    prebuilt = _run_notebooks(ex, tasks, order, result, staging, paths, quiet, comparison_kernel)
+    _stop_if_out_of_room(result.jobs)
+    closing = None
+    if kernels_key:  # the workers' warm kernels of this run, shut down while the report is made
+        closing = threading.Thread(target=ex.everywhere, args=(close_pool, kernels_key), daemon=True)
+        closing.start()
+    log(f"writing the report: {COMPARISON}, then the HTML pages ({HTML}/{INDEX} and every notebook's) ...")
+    _check_runs(result, staging, reference, t0)
+    drawn = _draw_in_background(staging)  # while the comparison notebook runs in its kernel
+    _run_comparison(result, staging, reference, cell_timeout, paths, comparison_kernel)
+    result.seconds = time.perf_counter() - t0
+    result.finished = _now()
+    write_json(staging / STUDY_JSON, _summary(result))
+    _build_html(result, folder.path, staging, data_path, prebuilt, drawn, (lambda line: None) if quiet else log)
+    if closing is not None:
+        closing.join()
+
+
+def _prepare_workers(ex: Executor, result: StudyResult, log) -> str | None:
+    """Every worker gets ready (:func:`prepare_worker`, in the background); the key of this run's
+    warm kernels on every worker (None: a fresh kernel per notebook)."""
+    if result.parameters.get("kernels") == "fresh":
+        kernels_key = None
+    else:
+        kernels_key = f"study-{os.getpid()}-{uuid.uuid4().hex}"
+        log("starting each worker's Jupyter kernel: torch and the package load first "
+            "(the first run after an install also compiles the training kernels) ...")
+    ex.everywhere(prepare_worker, kernels_key)  # returns at once: the work goes on in the workers' threads
+    return kernels_key
+
+
+def plan_jobs(parameters: dict, staging: Path, extra: dict | None) -> list[Job]:
+    """One job per seed and model notebook, given the parameters each notebook declares."""
+    jobs = []
+    notebooks = {nb: declared_parameters(nb) for nb in model_notebooks()}
+    for seed in parameters["seeds"]:
+        for nb, declared in notebooks.items():
+            base = {
+                "EPOCHS": parameters["epochs"],
+                "SEED": seed,
+                "MAX_NAMES": parameters["max_names"],
+                "RESULTS_DIR": str(staging),
+                "DATA": parameters["data"],
+                **(extra or {}),
+            }
+            jobs.append(Job(notebook=nb.name, seed=seed, parameters={k: v for k, v in base.items() if k in declared},
+                            output=str(staging / "executed" / f"seed{seed}" / nb.name)))
+    return jobs
+
+
+def _tasks(result: StudyResult, staging: Path, results: Path, data_path: Path, cell_timeout, kernels_key) -> list[dict]:
+    """Each job as a task for :func:`notebook_task`: all it needs, no shared folder. Each task also
+    exports its own notebook's HTML reports, as build_site would from the cleaned executed
+    notebook (build_site checks the key and keeps them), in parallel with the others."""
     from dino_rnn.report.site import Executed, report_key, report_substitutions
 
-    clean_subs = path_substitutions(*paths)
-    report_subs = report_substitutions(folder.path, staging, [result.parameters["data"], str(data_path)])
+    data, data_sha256 = data_path.read_bytes(), sha256_of(data_path)
+    clean_subs = path_substitutions(str(results), str(staging), [str(data_path)])
+    report_subs = report_substitutions(results, staging, [result.parameters["data"], str(data_path)])
     expected = [Executed(COMPARISON, None, staging / "executed" / COMPARISON)]
     expected += [Executed(j.notebook, j.seed, Path(j.output)) for j in result.jobs]
     tasks = []
@@ -519,63 +557,82 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
         })
     for j in result.jobs:
         Path(j.output).parent.mkdir(parents=True, exist_ok=True)
+    return tasks
+
+
+def _run_notebooks(ex: Executor, tasks: list[dict], order: list[int], result: StudyResult, staging: Path,
+                   paths: tuple, quiet: bool, comparison_kernel: KernelPool | None) -> dict:
+    """The tasks on the cluster, in ``order``; each outcome into its job and ``staging``. One bar for
+    the whole study (on a terminal only: in a log it would be noise), and one line above it per
+    finished notebook; quiet: neither. Returns the reports the tasks exported, by (notebook, seed)."""
     priorities = [0] * len(tasks)
     for rank, i in enumerate(order):
         priorities[i] = len(order) - rank
-    # One bar for the whole study (on a terminal only: in a log it would be noise), and
-    # one line above it per finished notebook; quiet: neither.
     prebuilt: dict = {}
     bar = tqdm(total=len(tasks), desc="study", unit="notebook", mininterval=1.0,
                disable=True if quiet else None, file=sys.stderr)
-    n_workers, finished = max(1, ex.n_workers or jobs or 1), 0
+    n_workers, finished = max(1, ex.n_workers or result.parameters["jobs"] or 1), 0
     for i, out in ex.run(notebook_task, tasks, retries=0, priorities=priorities):
         job = result.jobs[i]
         finished += 1
         if len(tasks) - finished == min(n_workers, len(tasks)) - 1:
-            # A worker has nothing left to run, so a core is free: the comparison's kernel starts, and
-            # this process loads what the report needs (not earlier: beside the workers' first kernels
-            # it took a core from their imports).
-            import_in_background(*REPORT_MODULES, then=warm_exporters)
-            if comparison_kernel is not None:
-                comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
-        if isinstance(out, TaskFailed):  # its workers kept dying under it
-            job.status, job.message = "failed", out.error
-        else:
-            job.status, job.message, job.seconds = out["status"], out["message"], out["seconds"]
-            try:
-                write_returned(staging, out["files"])
-                if out.get("report"):
-                    prebuilt[(job.notebook, job.seed)] = out["report"]
-                if Path(job.output).exists() and not out.get("cleaned"):
-                    from dino_rnn.report.site import clean_executed
-
-                    clean_executed(job.output, *paths)
-            except OSError:  # disk full, permissions: the run stops, the previous results stay
-                raise
-            except Exception as e:  # this notebook's files were bad (one outside its folder, say)
-                job.status = "failed"
-                job.message = (job.message + "; " if job.message else "") + f"{type(e).__name__}: {e}".splitlines()[0]
+            _a_core_is_free(comparison_kernel)
+        _take_outcome(job, out, staging, paths, prebuilt)
         bar.update()
         if not quiet:
             mark = {"ok": "ok"}.get(job.status, job.status.upper())
             bar.write(f"  {mark:8} {job.notebook} seed {job.seed} ({job.seconds:.0f} s)"
                       f"{': ' + job.message if job.message else ''}", file=sys.stdout)
     bar.close()
-    _stop_if_out_of_room(result.jobs)
-    closing = None
-    if kernels_key:  # the workers' warm kernels of this run, shut down while the report is made
-        closing = threading.Thread(target=ex.everywhere, args=(close_pool, kernels_key), daemon=True)
-        closing.start()
+    return prebuilt
+
+
+def _a_core_is_free(comparison_kernel: KernelPool | None) -> None:
+    """A worker has nothing left to run, so a core is free: the comparison's kernel starts, and this
+    process loads what the report needs (not earlier: beside the workers' first kernels it took a
+    core from their imports)."""
+    import_in_background(*REPORT_MODULES, then=warm_exporters)
+    if comparison_kernel is not None:
+        comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
+
+
+def _take_outcome(job: Job, out, staging: Path, paths: tuple, prebuilt: dict) -> None:
+    """A finished task's outcome into ``job``, its files into ``staging`` (its report into ``prebuilt``)."""
+    if isinstance(out, TaskFailed):  # its workers kept dying under it
+        job.status, job.message = "failed", out.error
+        return
+    job.status, job.message, job.seconds = out["status"], out["message"], out["seconds"]
+    try:
+        write_returned(staging, out["files"])
+        if out.get("report"):
+            prebuilt[(job.notebook, job.seed)] = out["report"]
+        if Path(job.output).exists() and not out.get("cleaned"):
+            from dino_rnn.report.site import clean_executed
+
+            clean_executed(job.output, *paths)
+    except OSError:  # disk full, permissions: the run stops, the previous results stay
+        raise
+    except Exception as e:  # this notebook's files were bad (one outside its folder, say)
+        job.status = "failed"
+        job.message = (job.message + "; " if job.message else "") + f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+def _check_runs(result: StudyResult, staging: Path, reference, t0: float) -> None:
+    """What the notebooks' metrics say (diverged runs; against the committed reference), into
+    ``result`` and study.json."""
     result.seconds = time.perf_counter() - t0
     result.diverged = diverged_runs(staging)
     runs, _ = select_runs(load_metrics(staging))
     if reference is not None:
         result.reference = reference_summary(reference_check(runs, load_metrics(reference)))
     write_json(staging / STUDY_JSON, _summary(result))
-    drawn = _draw_in_background(staging)  # while the comparison notebook runs in its kernel
+
+
+def _run_comparison(result: StudyResult, staging: Path, reference, cell_timeout, paths: tuple,
+                    comparison_kernel: KernelPool | None) -> None:
+    """The comparison notebook writes the comparison (write_comparison); if it fails, the study
+    writes it itself, so the results folder has it either way."""
     try:
-        # The comparison notebook writes the comparison (write_comparison, as below); if it
-        # fails, the study writes it itself, so the results folder has it either way.
         params = {"RESULTS_DIR": str(staging), "REFERENCE_DIR": str(reference) if reference is not None else None}
         comp = Job(COMPARISON, -1, params, str(staging / "executed" / COMPARISON))
         with _kernel_env():
@@ -585,24 +642,22 @@ def _run(result: StudyResult, staging: Path, folder: ResultsFolder, extra, cell_
             write_comparison(staging, reference=reference)
     except Exception as e:
         result.report_error = f"comparison: {type(e).__name__}: {e}".splitlines()[0]
-    result.seconds = time.perf_counter() - t0
-    result.finished = _now()
-    write_json(staging / STUDY_JSON, _summary(result))
-    # Last, from everything above: html/index.html and every notebook's two reports.
+
+
+def _build_html(result: StudyResult, results: Path, staging: Path, data_path: Path, prebuilt: dict, drawn,
+                log) -> None:
+    """Last, from everything above: html/index.html and every notebook's two reports."""
     try:
         try:
             figures = drawn.result() if drawn is not None else None
         except Exception:  # build_site draws them, and reports what went wrong
             figures = None
-        build_site(folder.path, staging / HTML, staging=staging, generator="dino-rnn study",
-                   log=(lambda line: None) if quiet else log, prebuilt=prebuilt, data=[str(data_path)],
-                   figures=figures)
+        build_site(results, staging / HTML, staging=staging, generator="dino-rnn study", log=log,
+                   prebuilt=prebuilt, data=[str(data_path)], figures=figures)
     except Exception as e:
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]
         write_json(staging / STUDY_JSON, _summary(result))
-    if closing is not None:
-        closing.join()
 
 
 def _draw_in_background(source):

@@ -1,12 +1,15 @@
 """``dino-rnn sweep``: a grid of runs on the executor, resumable, with a report.
 
-    dino-rnn sweep --arch rnn lstm gru --layers 1 2 3 --hidden 64 --lr 4e-4 --seeds 0-4 --out results/sweep
+    dino-rnn sweep --arch rnn lstm gru --num-layers 1 2 3 --hidden 64 --lr 4e-4 --seeds 0-4 --out results/sweep
     dino-rnn sweep --grid grid.toml --out results/sweep [--scheduler tcp://host:8786] [--jobs N]
 
-The grid is the product architectures × layers × hidden sizes × learning rates × (for the
-from-scratch cell) nonlinearities × seeds, at one number of epochs and training-set size; a
-grid file (TOML) may hold several such grids as ``[[grid]]`` tables (their union is run, each
-point once), with top-level keys as their defaults::
+A grid's axes are the settings that make a run's numbers, :data:`dino_rnn.settings.COMPARED`,
+each under its one name (the notebooks' parameter lower-cased: ``NUM_LAYERS`` -> ``num_layers``,
+flag ``--num-layers``): ``arch``, ``epochs``, ``lr``, ``hidden``, ``num_layers``, ``max_names``,
+``nonlinearity``, ``clip``, ``temperature``, and any setting added there later. The grid is the
+product of their values (an axis not given takes the setting's default; ``arch``, all four
+architectures) and the seeds. A grid file (TOML) may hold several such grids as ``[[grid]]``
+tables (their union is run, each point once), with top-level keys as their defaults::
 
     epochs = 40
     seeds = "0-4"
@@ -14,7 +17,7 @@ point once), with top-level keys as their defaults::
 
     [[grid]]                           # nn.RNN, nn.LSTM, nn.GRU at 1-3 layers
     arch = ["rnn", "lstm", "gru"]
-    layers = [1, 2, 3]
+    num_layers = [1, 2, 3]
 
     [[grid]]                           # LSTM against GRU over 20 seeds
     arch = ["lstm", "gru"]
@@ -24,21 +27,26 @@ point once), with top-level keys as their defaults::
     arch = ["scratch"]
     nonlinearity = ["none", "tanh"]
 
-Keys: ``arch``, ``layers``, ``hidden``, ``lr``, ``nonlinearity``, ``seeds``, ``epochs``,
-``max_names``, ``pairs`` (a single value or a list, except ``seeds``: a list or a range text;
-``pairs``: ``"A:B"`` or a list of such texts), at the top or in ``[[grid]]`` tables; and, at the
-top, ``claims``.
+    [[grid]]                           # gradient clipping against none
+    arch = "lstm"
+    clip = ["none", 1.0]
+
+Keys: every setting of ``COMPARED``, ``seeds`` and ``pairs`` (a single value or a list, except
+``seeds``: a list or a range text; ``pairs``: ``"A:B"`` or a list of such texts), at the top or in
+``[[grid]]`` tables; and, at the top, ``claims``. A value written as text (every flag's, and
+``"none"`` in a file: no clipping, ``"all"``: every name) is read as the setting's type.
 
 Rules, checked before any work (one line, exit status 2): an unknown architecture or key, a
-value of the wrong form, an empty list, a grid file that names no key of a point (an empty
-file, or ``pairs`` or ``claims`` alone), a number out of range, a nonlinearity with no
-from-scratch cell in its grid, a grid in which the from-scratch cell has no valid point (it has
-one layer: ``--arch scratch --layers 2``), and more than :data:`MAX_POINTS` (1000) points in
-all, counted from the axes' sizes before any point is built (``DINO_RNN_MAX_POINTS`` raises it).
-Where a grid crosses the from-scratch cell with several layer counts, its points with more than
-one layer are skipped, and the sweep says so in one note. ``nonlinearity`` applies to the
-from-scratch cell only (``tanh``, or ``none``: the published linear recurrence); the other
-architectures are their torch modules (``nn.RNN`` with tanh).
+value of the wrong form, an empty list, a value given twice, a grid file that names no key of a
+point (an empty file, or ``pairs`` or ``claims`` alone), a value :class:`~dino_rnn.settings.Settings`
+refuses (its own one-line error, naming the parameter), a nonlinearity with no from-scratch cell
+in its grid, a grid in which the from-scratch cell has no valid point (it has one layer:
+``--arch scratch --num-layers 2``), and more than :data:`MAX_POINTS` (1000) points in all, counted
+from the axes' sizes before any point is built (``DINO_RNN_MAX_POINTS`` raises it). Where a grid
+crosses the from-scratch cell with several layer counts, its points with more than one layer are
+skipped, and the sweep says so in one note. ``nonlinearity`` applies to the from-scratch cell only
+(``tanh``, or ``none``: the published linear recurrence); the other architectures are their torch
+modules (``nn.RNN`` with tanh).
 
 Each point is one :class:`~dino_rnn.experiment.Experiment` (the published protocol, one seed),
 run as a task on :class:`~dino_rnn.runner.executor.Executor`: the task gets the names file's bytes and
@@ -46,25 +54,30 @@ the point's settings, trains in a temporary folder of its own on one torch threa
 its files; the client writes them into ``--out`` through
 :class:`~dino_rnn.runner.folders.IncrementalFolder` (each file complete, the manifest first), the
 metrics JSON last. A point is *finished* when its metrics JSON is there with the same settings
-and the same names file (sha256); a sweep skips finished points, so an interrupted sweep, run
-again, resumes. The settings are in the point's path; the names file is not, so a folder holds
-one names file's runs, and a sweep on another (other sha256) is refused before any work. Where
-each point's files go::
+(:func:`~dino_rnn.settings.settings_of`) and the same names file (sha256); a sweep skips finished
+points, so an interrupted sweep, run again, resumes. The settings are in the point's path; the
+names file is not, so a folder holds one names file's runs, and a sweep on another (other sha256)
+is refused before any work. Where each point's files go::
 
-    points/{arch}[-{nonlinearity}]-L{layers}-H{hidden}-lr{lr}-e{epochs}-n{max_names|all}/
+    points/{arch}[-{nonlinearity}]-L{num_layers}-H{hidden}-lr{lr}-e{epochs}-n{max_names|all}[-{setting}{value}...]/
         metrics/{arch}-seed{seed}.json   plots/...png   checkpoints/...pt
 
-and the report (:mod:`dino_rnn.report.sweepreport`): ``sweep.md``, ``sweep.csv`` (one row per grid
-point), ``sweep-pairs.csv``, ``sweep-params.png``, ``sweep-seconds.png``, ``sweep.json`` (the
-grid, every point and how it went, the command, versions, times).
+(a setting of ``COMPARED`` outside the first seven is named at the end only where it is not its
+default: ``-clip1.0``), and the report (:mod:`dino_rnn.report.sweepreport`): ``sweep.md``,
+``sweep.csv`` (one row per grid point), ``sweep-pairs.csv``, ``sweep-params.png``,
+``sweep-seconds.png``, ``sweep.json`` (the grid, every point and how it went, the command,
+versions, times).
 
 Exit status: 0 when every point finished, 1 when one failed or diverged (the others finish).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import itertools
 import json
+import math
 import os
 import platform
 import sys
@@ -74,21 +87,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dino_rnn import settings as P
-from dino_rnn.settings import ARCHITECTURES
 from dino_rnn.data import read_names, resolve_data_path, split_names
+from dino_rnn.files import BENCHMARK_JSON, METRICS, result_paths
 from dino_rnn.report.claims import claims_markdown
-from dino_rnn.files import BENCHMARK_JSON, result_paths
-from dino_rnn.files import METRICS
+from dino_rnn.report.sweepreport import _setting_value, parse_pair, point_name, render
 from dino_rnn.runner.folders import IncrementalFolder
-from dino_rnn.report.sweepreport import parse_pair, render, settings_of
+from dino_rnn.settings import ARCHITECTURES, COMPARED, DEFAULTS, ParameterError, Settings, settings_of
 
-NONLINEARITIES = ("tanh", "none")
-AXES = ("arch", "layers", "hidden", "lr", "nonlinearity")
-POINT_KEYS = (*AXES, "seeds", "epochs", "max_names")  # the keys that say which points run
+POINT_KEYS = (*COMPARED, "seeds")  # the keys that say which points run: every compared setting, and the seeds
 GRID_KEYS = (*POINT_KEYS, "pairs")
 # A grid file's top-level ``claims = true`` adds claims.md: the published claims' verdicts (dino_rnn.report.claims).
-DEFAULTS = {"arch": list(ARCHITECTURES), "layers": [1], "hidden": [64], "lr": [4e-4], "nonlinearity": None,
-            "seeds": [0], "epochs": 40, "max_names": None}
+# The flags that may go with --grid: they replace the file's values (a quick run of a committed grid).
+OVERRIDES = ("seeds", "epochs", "max_names")
+# The settings a point's folder is always named by, as sweeps have always named them (see folder_name).
+IN_FOLDER = ("arch", "nonlinearity", "num_layers", "hidden", "lr", "epochs", "max_names")
 POINTS = "points"
 SWEEP_JSON = "sweep.json"
 # Points per sweep: each is a training run (10 s to minutes of CPU at 40 epochs), so 1000 points is
@@ -102,52 +114,75 @@ MAX_POINTS = 1000
 # ---------------------------------------------------------------------------
 
 
+def _text(value) -> str:
+    """A setting's value in a folder name: ``1.0``, ``0.0004``, ``none``."""
+    return "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def folder_name(s: Settings) -> str:
+    """``gru-L1-H64-lr0.0004-e40-nall``, ``scratch-none-L1-...``; ``...-nall-clip1.0`` where a setting
+    outside :data:`IN_FOLDER` is not its default."""
+    nl = f"-{s.nonlinearity}" if s.nonlinearity else ""
+    names = "all" if s.max_names is None else s.max_names
+    name = f"{s.arch}{nl}-L{s.num_layers}-H{s.hidden}-lr{s.lr!r}-e{s.epochs}-n{names}"
+    others = [k for k in COMPARED if k not in IN_FOLDER and getattr(s, k) != DEFAULTS[k]]
+    return name + "".join(f"-{k}{_text(getattr(s, k))}" for k in others)
+
+
 @dataclass(frozen=True)
 class Point:
-    """One run of the grid: an architecture's settings and a seed."""
+    """One run of the grid: its checked :class:`~dino_rnn.settings.Settings`, the seed among them.
 
-    arch: str
-    layers: int
-    hidden: int
-    lr: float
-    nonlinearity: str | None  # the from-scratch cell's only; None for the torch modules
-    epochs: int
-    max_names: int | None
-    seed: int
+    A setting of :data:`~dino_rnn.settings.COMPARED`, and the seed, read as the point's own
+    attribute: ``point.arch``, ``point.num_layers``, ``point.seed``.
+    """
 
-    def settings(self) -> dict:
-        return {"arch": self.arch, "layers": self.layers, "hidden": self.hidden, "lr": self.lr,
-                "nonlinearity": self.nonlinearity, "epochs": self.epochs, "max_names": self.max_names}
+    settings: Settings
+
+    def __getattr__(self, name):
+        if name in COMPARED or name == "seed":
+            return getattr(self.settings, name)
+        raise AttributeError(name)
+
+    def compared(self) -> dict:
+        """Its :data:`~dino_rnn.settings.COMPARED` settings (what ``settings_of`` reads from its metrics)."""
+        return {k: getattr(self.settings, k) for k in COMPARED}
 
     def key(self, data_sha256: str) -> str:
         """A stable identity: the settings, the seed and the names file's sha256."""
-        blob = json.dumps({**self.settings(), "seed": self.seed, "data": data_sha256}, sort_keys=True)
+        blob = json.dumps({**self.compared(), "seed": self.seed, "data": data_sha256}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
     def folder(self) -> str:
-        nl = f"-{self.nonlinearity}" if self.nonlinearity else ""
-        names = "all" if self.max_names is None else self.max_names
-        return f"{POINTS}/{self.arch}{nl}-L{self.layers}-H{self.hidden}-lr{self.lr!r}-e{self.epochs}-n{names}"
+        return f"{POINTS}/{folder_name(self.settings)}"
 
     @property
     def metrics_path(self) -> str:
         return f"{self.folder}/{METRICS}/{self.arch}-seed{self.seed}.json"
 
     def label(self) -> str:
-        nl = f" {self.nonlinearity}" if self.nonlinearity else ""
-        return f"{self.arch}{nl} L{self.layers} H{self.hidden} lr {self.lr:g} seed {self.seed}"
+        return f"{point_name(self.compared())} seed {self.seed}"
 
     def matches(self, metrics: dict, data_sha256: str) -> bool:
         """Whether ``metrics`` are this point's, on this names file."""
         try:
-            return (settings_of(metrics) == self.settings() and metrics["parameters"]["seed"] == self.seed
+            return (settings_of(metrics) == self.compared() and metrics["parameters"]["seed"] == self.seed
                     and metrics["data"]["sha256"] == data_sha256 and bool(metrics.get("finished")))
         except (KeyError, TypeError, AttributeError):
             return False
 
 
-def _list(name: str, value) -> list:
+# ---------------------------------------------------------------------------
+# The grid: its axes checked, counted, crossed
+# ---------------------------------------------------------------------------
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
@@ -158,46 +193,76 @@ def max_points() -> int:
         return MAX_POINTS
     n = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
     if n < 1:
-        raise P.ParameterError(f"DINO_RNN_MAX_POINTS must be a whole number of at least 1, not {raw[:40]!r}")
+        raise ParameterError(f"DINO_RNN_MAX_POINTS must be a whole number of at least 1, not {raw[:40]!r}")
     return n
+
+
+def _refuse_unknown(keys, where: str = "", extra: str = "") -> None:
+    """ParameterError naming the first key that is not a grid key (and the nearest that is)."""
+    unknown = sorted(set(keys) - set(GRID_KEYS))
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], GRID_KEYS, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ParameterError(f"{where}unknown grid key {unknown[0]!r}{hint}; use {', '.join(GRID_KEYS)}{extra}")
+
+
+def _checked(name: str, values: list) -> list:
+    """One axis's values, each checked (and typed) by :class:`~dino_rnn.settings.Settings`."""
+    if not values:
+        raise ParameterError(f"{_flag(name)} is an empty list; give at least one value")
+    if name == "arch":
+        out = [P.choice("--arch", v, ARCHITECTURES) for v in values]
+    else:
+        out = []
+        for v in values:
+            if isinstance(v, str):  # a flag's value, or a file's text ("none"): read as the setting's type
+                try:
+                    v = _setting_value(name, v)
+                except ValueError:
+                    raise ParameterError(f"{_flag(name)} {v[:40]!r} is not a valid value of {name.upper()}") from None
+            # as the from-scratch cell's setting, so that a setting of that cell only is kept, and checked
+            out.append(getattr(Settings(arch="scratch", **{name: v}), name))
+    if len(set(out)) != len(out):
+        raise ParameterError(f"{_flag(name)} repeats a value ({' '.join(map(_text, out))}); give each once")
+    return out
 
 
 def _axes(grid: dict) -> dict:
     """One grid's checked values, axis by axis (nothing crossed yet); ParameterError for bad input."""
-    unknown = set(grid) - set(GRID_KEYS)
-    if unknown:
-        raise P.ParameterError(f"unknown grid key {sorted(unknown)[0]!r}; use {', '.join(GRID_KEYS)}")
-    g = {**DEFAULTS, **{k: v for k, v in grid.items() if v is not None}}
-    for k in AXES:
-        if g[k] is not None and _list(k, g[k]) == []:
-            raise P.ParameterError(f"--{k} is an empty list; give at least one value")
-    a = {"arch": [P.choice("--arch", x, ARCHITECTURES) for x in _list("arch", g["arch"])],
-         "layers": [P.positive_int("--layers", x) for x in _list("layers", g["layers"])],
-         "hidden": [P.positive_int("--hidden", x) for x in _list("hidden", g["hidden"])],
-         "lr": [P.positive_float("--lr", x) for x in _list("lr", g["lr"])],
-         "epochs": P.positive_int("--epochs", g["epochs"]),
-         "max_names": P.positive_int("--max-names", g["max_names"], allow_none=True),
-         "seeds": P.parse_seeds(g["seeds"]), "nonlinearity": g["nonlinearity"]}
-    if g["nonlinearity"] is not None:
-        a["nonlinearity"] = [P.choice("--nonlinearity", x, NONLINEARITIES) for x in _list("nl", g["nonlinearity"])]
-        if "scratch" not in a["arch"]:
-            raise P.ParameterError("--nonlinearity applies to the from-scratch cell only; add --arch scratch or drop it")
-    a["nonlinearity"] = a["nonlinearity"] or ["tanh"]
-    for k in AXES:
-        if len(set(a[k])) != len(a[k]):
-            raise P.ParameterError(f"--{k} repeats a value ({' '.join(map(str, a[k]))}); give each once")
-    if "scratch" in a["arch"] and 1 not in a["layers"]:
-        raise P.ParameterError(
-            f"the from-scratch cell has one layer, and --layers is {' '.join(map(str, a['layers']))}; "
-            "add 1 to --layers or drop scratch from --arch"
+    _refuse_unknown(grid)
+    given = {k: v for k, v in grid.items() if v is not None and k != "pairs"}
+    defaults = {**{k: [DEFAULTS[k]] for k in COMPARED}, "arch": list(ARCHITECTURES)}
+    a = {k: _checked(k, _list(given[k]) if k in given else defaults[k]) for k in COMPARED}
+    a["seeds"] = P.parse_seeds(given.get("seeds", 0))
+    if "nonlinearity" in given and "scratch" not in a["arch"]:
+        raise ParameterError("--nonlinearity applies to the from-scratch cell only; add --arch scratch or drop it")
+    if "scratch" in a["arch"] and 1 not in a["num_layers"]:
+        raise ParameterError(
+            f"the from-scratch cell has one layer, and --num-layers is {' '.join(map(str, a['num_layers']))}; "
+            "add 1 to --num-layers or drop scratch from --arch"
         )
     return a
 
 
+def _axes_of(a: dict, arch: str) -> dict:
+    """The values each setting takes for ``arch``: the from-scratch cell has one layer (1 is in every
+    grid that has it), and only it has a nonlinearity."""
+    out = {k: a[k] for k in COMPARED}
+    out["arch"] = [arch]
+    if arch == "scratch":
+        out["num_layers"] = [1]
+    else:
+        out["nonlinearity"] = [None]
+    return out
+
+
+def _size(axes: dict) -> int:
+    return math.prod(len(v) for v in axes.values())
+
+
 def _count(a: dict) -> int:
     """How many points :func:`_points` makes of the axes ``a`` (computed, not built)."""
-    per_arch = len(a["hidden"]) * len(a["lr"]) * len(a["seeds"])
-    return sum(per_arch * (len(a["nonlinearity"]) if arch == "scratch" else len(a["layers"])) for arch in a["arch"])
+    return sum(_size(_axes_of(a, arch)) for arch in a["arch"]) * len(a["seeds"])
 
 
 def check_size(axes: list[dict]) -> None:
@@ -206,30 +271,26 @@ def check_size(axes: list[dict]) -> None:
     if total <= limit:
         return
     big = max(axes, key=_count)
-    sizes = " x ".join(f"{len(big[k])} {k}" for k in (*AXES, "seeds") if len(big[k]) > 1) or "1"
+    sizes = " x ".join(f"{len(big[k])} {k}" for k in POINT_KEYS if len(big[k]) > 1) or "1"
     what = f"the grid has {total} points ({sizes})" if len(axes) == 1 else \
         f"the {len(axes)} grids have up to {total} points (the largest: {sizes})"
-    raise P.ParameterError(f"{what}; a sweep runs at most {limit}, each point a training run "
-                           "(set DINO_RNN_MAX_POINTS=N to allow more)")
+    raise ParameterError(f"{what}; a sweep runs at most {limit}, each point a training run "
+                         "(set DINO_RNN_MAX_POINTS=N to allow more)")
 
 
 def _points(a: dict) -> tuple[list[Point], list[str]]:
     """The points of checked axes ``a`` (see :func:`_axes`), and the notes to print."""
-    archs, layers, hidden, lrs, nls, seeds = (a[k] for k in ("arch", "layers", "hidden", "lr", "nonlinearity", "seeds"))
-    notes, points = [], []
-    skipped = 0
-    for arch in archs:
-        for L in layers:
-            if arch == "scratch" and L != 1:
-                skipped += len(hidden) * len(lrs) * len(nls) * len(seeds)
-                continue
-            for H in hidden:
-                for lr in lrs:
-                    for nl in (nls if arch == "scratch" else [None]):
-                        points += [Point(arch, L, H, lr, nl, a["epochs"], a["max_names"], s) for s in seeds]
-    if skipped:
-        notes.append(f"the from-scratch cell has one layer: its {skipped} points with --layers "
-                     f"{' '.join(str(x) for x in layers if x != 1)} are left out of the grid")
+    points = []
+    for arch in a["arch"]:
+        axes = _axes_of(a, arch)
+        for values in itertools.product(*axes.values()):
+            settings = dict(zip(axes, values))
+            points += [Point(Settings(**settings, seed=s)) for s in a["seeds"]]
+    notes = []
+    if "scratch" in a["arch"] and len(a["num_layers"]) > 1:
+        skipped = _size(_axes_of(a, "scratch")) * (len(a["num_layers"]) - 1) * len(a["seeds"])
+        notes.append(f"the from-scratch cell has one layer: its {skipped} points with --num-layers "
+                     f"{' '.join(str(x) for x in a['num_layers'] if x != 1)} are left out of the grid")
     return points, notes
 
 
@@ -244,45 +305,59 @@ def _pairs_in(where: str, value) -> list[str]:
     """A grid file's ``pairs``: one text ``"A:B"`` or a list of them; ParameterError otherwise."""
     items = value if isinstance(value, list) else [value]
     if not all(isinstance(x, str) for x in items):
-        raise P.ParameterError(f'{where}: \'pairs\' must be a text "A:B" or a list of them '
-                               f'(pairs = "lstm:gru" or pairs = ["lstm:gru", "rnn:gru"]), not {str(value)[:60]!r}')
+        raise ParameterError(f'{where}: \'pairs\' must be a text "A:B" or a list of them '
+                             f'(pairs = "lstm:gru" or pairs = ["lstm:gru", "rnn:gru"]), not {str(value)[:60]!r}')
     return items
+
+
+def _read_toml(p: Path, where: str) -> dict:
+    import tomllib
+
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParameterError(f"{where} does not exist; give a TOML grid file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ParameterError(f"{where} cannot be read ({e}); give a UTF-8 TOML file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ParameterError(f"{where} is not valid TOML ({e})") from None
 
 
 def parse_grid_file(path) -> dict:
     """A TOML grid file as ``{"grids": [...], "pairs": [...], "claims": bool}``; ParameterError for a bad one."""
-    import tomllib
-
     p = Path(path).expanduser()
     where = f"--grid {str(p)!r}"
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise P.ParameterError(f"{where} does not exist; give a TOML grid file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise P.ParameterError(f"{where} cannot be read ({e}); give a UTF-8 TOML file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise P.ParameterError(f"{where} is not valid TOML ({e})") from None
+    doc = _read_toml(p, where)
     subs = doc.pop("grid", [{}])
     if not isinstance(subs, list) or not all(isinstance(s, dict) for s in subs) or not subs:
-        raise P.ParameterError(f"{where}: 'grid' must be [[grid]] tables")
+        raise ParameterError(f"{where}: 'grid' must be [[grid]] tables")
     claims = doc.pop("claims", False)
     if not isinstance(claims, bool):
-        raise P.ParameterError(f"{where}: 'claims' must be true or false")
+        raise ParameterError(f"{where}: 'claims' must be true or false")
     for table in (doc, *subs):
-        unknown = sorted(set(table) - set(GRID_KEYS))
-        if unknown:
-            raise P.ParameterError(f"{where}: unknown grid key {unknown[0]!r}; use {', '.join(GRID_KEYS)} "
-                                   "(and, at the top, claims and [[grid]] tables)")
+        _refuse_unknown(table, f"{where}: ", " (and, at the top, claims and [[grid]] tables)")
     if not any(k in t for t in (doc, *subs) for k in POINT_KEYS):
-        raise P.ParameterError(f"{where} defines no grid; give at least one of {', '.join(POINT_KEYS)} "
-                               "(at the top or in [[grid]] tables)")
+        raise ParameterError(f"{where} defines no grid; give at least one of {', '.join(POINT_KEYS)} "
+                             "(at the top or in [[grid]] tables)")
     pairs = _pairs_in(where, doc.pop("pairs", []))
     grids = []
     for s in subs:
         pairs += _pairs_in(where, s.pop("pairs", []))
         grids.append({**doc, **s})
     return {"grids": grids, "pairs": list(dict.fromkeys(pairs)), "claims": claims}
+
+
+def _parsed_pairs(pairs) -> list:
+    parsed = []
+    for text in pairs:
+        try:
+            parsed.append(parse_pair(text))
+        except ValueError as e:
+            raise ParameterError(f"--pairs: {e}") from None
+        for side in parsed[-1]:
+            if side.get("arch") is not None and side["arch"] not in ARCHITECTURES:
+                raise ParameterError(f"--pairs {text!r}: unknown architecture {side['arch']!r}")
+    return parsed
 
 
 def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
@@ -292,27 +367,15 @@ def plan(grids: list[dict], pairs=()) -> tuple[list[Point], list, list[str]]:
     point is built.
     """
     axes = [_axes(g) for g in grids]
-    parsed = []
-    for text in pairs:
-        try:
-            parsed.append(parse_pair(text))
-        except ValueError as e:
-            raise P.ParameterError(f"--pairs: {e}") from None
-        for side in parsed[-1]:
-            if side.get("arch") is not None and side["arch"] not in ARCHITECTURES:
-                raise P.ParameterError(f"--pairs {text!r}: unknown architecture {side['arch']!r}")
+    parsed = _parsed_pairs(pairs)
     check_size(axes)
-    points, notes, seen = [], [], set()
+    points, notes = [], []
     for a in axes:
         ps, ns = _points(a)
         notes += ns
-        for p in ps:
-            if p not in seen:
-                seen.add(p)
-                points.append(p)
-    if not pairs:
-        parsed = default_pairs(points)
-    return points, parsed, notes
+        points += ps
+    points = list(dict.fromkeys(points))
+    return points, (parsed if pairs else default_pairs(points)), notes
 
 
 def default_pairs(points: list[Point]) -> list:
@@ -350,9 +413,9 @@ def run_point(item: dict) -> dict:
         data = Path(tmp) / "names.txt"
         data.write_bytes(names)
         out = Path(tmp) / "out"
-        exp = Experiment(point.arch, epochs=point.epochs, lr=point.lr, hidden=point.hidden, num_layers=point.layers,
-                         seed=point.seed, max_names=point.max_names, nonlinearity=point.nonlinearity or "tanh",
-                         data=data, results_dir=out, device="cpu", progress=False)
+        settings = {k: v for k, v in point.compared().items() if k != "arch"}
+        exp = Experiment(point.arch, **settings, seed=point.seed, data=data, results_dir=out, device="cpu",
+                         progress=False)
         metrics = exp.run()
         paths = result_paths(out, point.arch, point.seed)
         files = {}
@@ -456,6 +519,7 @@ def run_sweep(
                 f"{len(todo)} to train -> {folder.path}")
             if todo:
                 _train(todo, names_bytes, sha, folder, result, scheduler, jobs, executor, log)
+            log("sweep: writing the report (sweep.md, sweep.csv, plots, sweep.json) ...")
             _write_report(folder, points, parsed_pairs, sha, result, command, started, t0, str(path.absolute()), claims)
         finally:
             folder.close()
@@ -489,7 +553,7 @@ def held_points(folder, sha: str, data_path: Path) -> dict[str, dict]:
     name = report["data"].get("path") if _sha_of(report) == other else None
     held_on, again = (f"names file {name!r}", f"--data {name!r}") if isinstance(name, str) else \
         ("another names file", "the same --data as before")
-    raise P.ParameterError(
+    raise ParameterError(
         f"--out {str(folder.path)!r} holds runs on {held_on} (sha256 {other[:16]}...), not on --data "
         f"{str(data_path)!r} (sha256 {sha[:16]}...); a sweep's folder holds one names file's runs: "
         f"give another --out, or {again}")
@@ -534,7 +598,7 @@ def _write_report(folder, points, pairs, sha, result, command, started, t0, data
             metrics.append(m)
         status = ("failed" if p in result.failed else "diverged" if finished and m.get("status") != "ok"
                   else "ok" if finished else "missing")
-        rows.append({**p.settings(), "seed": p.seed, "key": p.key(sha), "metrics": p.metrics_path if finished else None,
+        rows.append({**p.compared(), "seed": p.seed, "key": p.key(sha), "metrics": p.metrics_path if finished else None,
                      "status": status, "trained": p in result.trained, "skipped": p in result.skipped,
                      "error": result.failed.get(p), "test_loss": m.get("test_loss") if finished else None,
                      "seconds_per_epoch": m.get("seconds_per_epoch") if finished else None})
@@ -583,24 +647,29 @@ def _load():
 # ---------------------------------------------------------------------------
 
 
+def _setting_help(name: str) -> str:
+    if name == "arch":
+        return f"architectures ({', '.join(ARCHITECTURES)}; default all)"
+    default = "all" if name == "max_names" else _text(DEFAULTS[name])
+    return f"one or more values of the notebooks' {name.upper()} (default {default})"
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "sweep",
-        help="train a grid of models (architectures x layers x hidden x lr x seeds) and report it",
+        help="train a grid of models (architectures x settings x seeds) and report it",
         description="Run a grid of runs (each the published protocol for one seed) on the executor, "
-        "skip the points --out already holds, and write sweep.md / sweep.csv / plots / sweep.json there.",
+        "skip the points --out already holds, and write sweep.md / sweep.csv / plots / sweep.json there. "
+        "The grid is the product of the values given to each setting (every flag from --arch to --"
+        f"{COMPARED[-1].replace('_', '-')}: the notebooks' parameters, lower-cased) and the seeds. "
+        "--nonlinearity is the from-scratch cell's (tanh, or none: the published linear cell); "
+        "--clip none means no clipping, --max-names all every training name.",
     )
-    p.add_argument("--arch", nargs="+", default=None, metavar="ARCH", help=f"architectures ({', '.join(ARCHITECTURES)}; default all)")
-    p.add_argument("--layers", nargs="+", type=int, default=None, metavar="N", help="recurrent layers (default 1)")
-    p.add_argument("--hidden", nargs="+", type=int, default=None, metavar="H", help="hidden units (default 64)")
-    p.add_argument("--lr", nargs="+", type=float, default=None, metavar="LR", help="learning rates (default 4e-4)")
-    p.add_argument("--nonlinearity", nargs="+", default=None, metavar="NL",
-                   help="the from-scratch cell's: tanh and/or none (the published linear cell); default tanh")
+    for name in COMPARED:
+        p.add_argument(_flag(name), nargs="+", default=None, metavar=name.upper(), help=_setting_help(name))
     p.add_argument("--seeds", nargs="+", default=None, metavar="SEED", help="a list (0 1 2) or a range (0-4); default 0")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 40)")
-    p.add_argument("--max-names", type=int, default=None, help="train on the first N training names only (quick runs)")
     p.add_argument("--grid", default=None, metavar="FILE.toml", help="the grid from a TOML file instead of the flags above "
-                   "(--seeds, --epochs and --max-names, if given, override the file's)")
+                   f"({', '.join(map(_flag, OVERRIDES))}, if given, replace the file's)")
     p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
                    help="paired comparisons, e.g. lstm:gru or scratch,nonlinearity=none:scratch,nonlinearity=tanh "
                    "(default: each two architectures, and the scratch nonlinearities)")
@@ -612,22 +681,21 @@ def add_parser(subparsers):
 
 
 def grids_from_args(args) -> tuple[list[dict], list[str], bool]:
-    flags = {"arch": args.arch, "layers": args.layers, "hidden": args.hidden, "lr": args.lr,
-             "nonlinearity": args.nonlinearity, "seeds": args.seeds, "epochs": args.epochs, "max_names": args.max_names}
+    flags = {k: getattr(args, k) for k in POINT_KEYS}
     pairs = list(args.pairs or [])
     if args.grid is not None:
-        given = [k for k, v in flags.items() if v is not None and k not in ("epochs", "max_names", "seeds")]
+        given = [k for k, v in flags.items() if v is not None and k not in OVERRIDES]
         if given:
-            raise P.ParameterError(f"give the grid either in --grid or in flags, not both (--{given[0]} with --grid)")
+            raise ParameterError(f"give the grid either in --grid or in flags, not both ({_flag(given[0])} with --grid)")
         g = parse_grid_file(args.grid)
-        over = {k: v for k, v in flags.items() if v is not None}  # --epochs/--max-names/--seeds override the file
+        over = {k: v for k, v in flags.items() if v is not None}  # --epochs/--max-names/--seeds replace the file's
         return [{**x, **over} for x in g["grids"]], (pairs or g["pairs"]), g["claims"]
     return [{k: v for k, v in flags.items() if v is not None}], pairs, False
 
 
 def main(args) -> int:
     if args.scheduler and args.jobs is not None:
-        raise P.ParameterError("--jobs sizes the local cluster; with --scheduler the cluster decides")
+        raise ParameterError("--jobs sizes the local cluster; with --scheduler the cluster decides")
     grids, pairs, claims = grids_from_args(args)
     command = " ".join(["dino-rnn", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else "dino-rnn sweep"
     r = run_sweep(args.out, grids, pairs, data=args.data, scheduler=args.scheduler, jobs=args.jobs, command=command,
