@@ -292,13 +292,17 @@ DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
 COMPARED = ("arch", "epochs", "lr", "hidden", "num_layers", "max_names", "nonlinearity", "clip", "temperature")
 
 
+# Metrics written before every setting had one name recorded these under another key.
+RECORDED_AS = {"hidden": "hidden_size"}
+
+
 def settings_of(metrics: dict) -> dict:
     """A run's :data:`COMPARED` settings, read from its metrics JSON (a setting the file does not
     record, written before the setting existed, has its default)."""
     p = metrics["parameters"]
     out = {"arch": metrics["architecture"]}
     for k in COMPARED[1:]:
-        out[k] = p.get(k, DEFAULTS[k])
+        out[k] = p.get(k, p.get(RECORDED_AS.get(k), DEFAULTS[k]))
     out["lr"] = float(out["lr"])
     if out["arch"] != "scratch":
         out["nonlinearity"] = None

@@ -124,6 +124,7 @@ def test_completion_and_extrapolation():
     assert anbn.extrapolation(says_a, [12])[0] == {"n": 12, "exact": False, "b_emitted": 0, "then": A}
 
 
+@pytest.mark.slow
 def test_torch_twin_and_trainers_are_seeded():
     torch = pytest.importorskip("torch")
     train, valid, _ = anbn.load()

@@ -61,6 +61,7 @@ def listener():
         s.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, kind", [("study", "silent"), ("study", "http"), ("sweep", "http")])
 def test_a_port_where_no_dask_listens_is_refused_in_one_line_within_the_timeout(tmp_path, listener, command, kind):
     address = listener(kind)
@@ -210,6 +211,7 @@ def _running_tasks(out: Path):
     return list(work.glob("tmp-*/dino-rnn-task-*")) + list(work.glob("tmp-*/dino-rnn-point-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["study", "sweep"])
 def test_ctrl_c_to_the_process_group_of_a_running_run_prints_one_line(tmp_path, command):
     out = tmp_path / "results"
@@ -263,6 +265,7 @@ def _notebooks_back(out: Path):
     return len(done) >= len(model_notebooks())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["study", "sweep"])
 def test_killed_runs_leave_no_temporary_files_and_the_next_run_cleans_theirs(tmp_path, command):
     out = tmp_path / "results"
@@ -317,6 +320,7 @@ def test_a_local_clusters_workers_ignore_sigint_and_keep_their_temporary_files_i
         assert again == (True, str(tmp_path), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_temporary_folder_still_written_in_is_removed_once_its_writer_stops(tmp_path):
     """As a notebook's kernel that outlives its worker for a moment, writing into the run's folder."""
     from dino_rnn.runner import folders as R

@@ -93,6 +93,7 @@ def fake_reference(root: Path) -> Path:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["missing", "empty"])
 def test_a_file_saved_into_the_folder_during_the_study_is_kept(tmp_path, start):
     """--out did not exist (or was empty) when the study started; the user saves a file into it
@@ -173,6 +174,7 @@ def _copy_study(src: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_report_keeps_a_users_files_in_the_work_folder_and_in_html(tmp_path, smoke_study):
     out = _copy_study(smoke_study, tmp_path / "study")
     work = R.ResultsFolder(out).work
@@ -186,6 +188,7 @@ def test_report_keeps_a_users_files_in_the_work_folder_and_in_html(tmp_path, smo
     assert (work / "staging-20260101-000000-1" / "draft.txt").read_bytes() == b"draft"
 
 
+@pytest.mark.slow
 def test_report_on_a_truncated_metrics_file_is_one_line(tmp_path, smoke_study):
     out = _copy_study(smoke_study, tmp_path / "study")
     m = sorted((out / "metrics").glob("*.json"))[0]
@@ -210,6 +213,7 @@ def _spellings(ref: Path, tmp_path: Path) -> list[Path]:
             other / "results" / "reference", other / "results" / "reference" / "mine"]
 
 
+@pytest.mark.slow
 def test_every_writer_refuses_the_reference_however_it_is_reached(tmp_path):
     ref = fake_reference(tmp_path / "clone")
     before = snapshot(ref)
@@ -252,6 +256,7 @@ def test_a_bind_mount_of_the_reference_is_refused(tmp_path):
     assert snapshot(ref) == before
 
 
+@pytest.mark.slow
 def test_study_reference_keeps_the_mark(tmp_path, monkeypatch):
     """``--reference`` is the one way in, and the new reference carries the mark again."""
     import dino_rnn.runner.study as S
@@ -282,6 +287,7 @@ FILLS_THE_DISK = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", FILLS_THE_DISK)
 def test_a_full_disk_is_one_line_and_the_previous_results_survive(tmp_path, tmpfs, how):
     disk = tmpfs("disk", "3m")
@@ -354,6 +360,7 @@ def test_a_replaced_folder_without_a_manifest_loses_nothing(tmp_path):
     assert sorted(p.name for p in f.work.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_symlink_loop_or_a_folder_inside_a_work_folder_is_refused(tmp_path):
     """Two attacks found while attacking the fix: neither may start a run or print a traceback."""
     (tmp_path / "loop").symlink_to("loop")

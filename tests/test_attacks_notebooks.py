@@ -116,6 +116,7 @@ def test_check_names_names_the_nearest_parameter():
         P.check_names(ok, "07_transformer")
 
 
+@pytest.mark.slow
 def test_a_misspelt_parameter_stops_the_notebook_before_any_work(tmp_path, env):
     """`papermill 02_rnn.ipynb out.ipynb -p EPOCSH 2`: one line naming EPOCHS; nothing trained or written."""
     results, out = tmp_path / "results", tmp_path / "out.ipynb"
@@ -159,6 +160,7 @@ def clone(tmp_path_factory) -> Path:
     return c
 
 
+@pytest.mark.slow
 def test_papermill_from_the_clones_root_writes_into_the_clone(clone, env):
     """`papermill notebooks/02_rnn.ipynb out.ipynb` from the root: the default RESULTS_DIR was
     ../results/notebooks of the current folder, outside the clone; now results/notebooks inside it."""
@@ -222,6 +224,7 @@ def test_output_dir_refuses_the_reference_however_reached(tmp_path, reference):
     assert F.output_dir(tmp_path / "mine") == tmp_path / "mine"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, where", [("02_rnn", "reference/sub"), ("05_anbn_lab", "link"),
                                          ("06_numpy_nets", "link/sub"), ("comparison", "reference")])
 def test_a_notebook_into_the_reference_stops_before_any_work(tmp_path, reference, env, name, where):

@@ -194,6 +194,7 @@ def test_the_limit_counts_exactly_and_the_variable_moves_it(monkeypatch):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_rerun_on_other_data_is_refused_and_the_points_stay_byte_identical(tmp_path):
     a, b = names_file(tmp_path / "a.txt", slice(0, 200)), names_file(tmp_path / "b.txt", slice(200, 400))
     out = tmp_path / "out"
@@ -230,6 +231,7 @@ def test_an_interrupted_sweep_on_other_data_is_refused_too(tmp_path):
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_other_settings_are_other_points_and_leave_the_finished_ones_alone(tmp_path):
     """Epochs and max names are in a point's path: a re-run with others adds points, overwrites none."""
     a = names_file(tmp_path / "a.txt", slice(0, 200))

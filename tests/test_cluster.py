@@ -80,6 +80,7 @@ def losses(out: Path) -> dict:
     return {f.relative_to(out).as_posix(): strip(json.loads(f.read_text())) for f in files}
 
 
+@pytest.mark.slow
 def test_a_smoke_study_on_the_cluster_gives_the_local_runs_numbers(tmp_path, cluster, capfd):
     local, remote = tmp_path / "local", tmp_path / "remote"
     assert main(["study", "--smoke", "--out", str(local), "--jobs", "2"]) == 0
@@ -101,6 +102,7 @@ def test_a_smoke_study_on_the_cluster_gives_the_local_runs_numbers(tmp_path, clu
         assert "dino-rnn-task-" not in f.read_text(), f
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_task_costs_a_retry_not_the_study(tmp_path, notebook_dir, cluster):
     log = tmp_path / "attempts.txt"
     # The first attempt writes its worker's pid and waits to be killed; the next one finishes.
@@ -131,6 +133,7 @@ def test_a_worker_killed_mid_task_costs_a_retry_not_the_study(tmp_path, notebook
     assert "Traceback" not in stderr
 
 
+@pytest.mark.slow
 def test_a_notebook_failing_on_the_cluster_is_reported_and_not_retried(tmp_path, notebook_dir, cluster, capsys):
     log = tmp_path / "runs.txt"
     nbformat.write(notebook(f"open({str(log)!r}, 'a').write('ran\\n')\nraise RuntimeError('boom: broken on purpose')"),
@@ -146,6 +149,7 @@ def test_a_notebook_failing_on_the_cluster_is_reported_and_not_retried(tmp_path,
     assert log.read_text() == "ran\n"  # once: a notebook's own failure is not retried
 
 
+@pytest.mark.slow
 def test_a_bad_parameter_fails_its_notebooks_on_the_cluster_and_the_others_finish(tmp_path, notebook_dir, cluster):
     """A parameter only one notebook rejects (through ``extra``): that notebook fails, the other finishes."""
     nbformat.write(notebook("assert WIDTH > 0, f'WIDTH must be positive, got {WIDTH}'",
@@ -158,6 +162,7 @@ def test_a_bad_parameter_fails_its_notebooks_on_the_cluster_and_the_others_finis
     assert jobs["02_fine.ipynb"].status == "ok"
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_refused_in_one_line_before_any_work(tmp_path):
     out = tmp_path / "results"
     t0 = time.time()

@@ -123,6 +123,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 # -- aⁿbⁿ --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_anbn_writes_and_repeats(tmp_path):
     a = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "a", progress=False, extrapolate=range(12, 15))
     b = lab.run_anbn(seed=1, epochs=1, results_dir=tmp_path / "b", progress=False, extrapolate=range(12, 15))

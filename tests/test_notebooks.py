@@ -202,6 +202,7 @@ def executed_outputs(path: Path) -> list:
     return outputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_notebook_writes_its_results(study, name):
     for arch, n_params in MODELS[name].items():
@@ -224,6 +225,7 @@ def test_model_notebook_writes_its_results(study, name):
     assert shown >= len(MODELS[name]), "the learning curves are not shown"
 
 
+@pytest.mark.slow
 def test_the_anbn_lab_writes_its_results(study):
     from dino_rnn.report.tables import anbn_section
 
@@ -238,6 +240,7 @@ def test_the_anbn_lab_writes_its_results(study):
     assert anbn_section(study).startswith("## aⁿbⁿ: the NumPy lab")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_autograd_parameter_gives_the_default_paths_numbers(study, autograd_study, name):
     """AUTOGRAD=True trains with autograd; every loss agrees with the default path's to float rounding."""
@@ -252,6 +255,7 @@ def test_autograd_parameter_gives_the_default_paths_numbers(study, autograd_stud
         assert b["test_loss"] == pytest.approx(a["test_loss"], rel=0, abs=tol)
 
 
+@pytest.mark.slow
 def test_the_anbn_labs_autograd_parameter_gives_the_same_numbers(study, autograd_study):
     a, b = (json.loads((d / "anbn" / "anbn-seed0.json").read_text(encoding="utf-8")) for d in (study, autograd_study))
     assert b["parameters"]["autograd"] is True
@@ -263,6 +267,7 @@ def test_the_anbn_labs_autograd_parameter_gives_the_same_numbers(study, autograd
             assert n["history"][curve] == pytest.approx(m["history"][curve], rel=0, abs=tol), (key, curve)
 
 
+@pytest.mark.slow
 def test_comparison_notebook_reads_every_model(study):
     text = (study / "comparison.md").read_text(encoding="utf-8")
     lines = text.splitlines()
@@ -280,6 +285,7 @@ def test_comparison_notebook_reads_every_model(study):
     assert len(images) >= 2
 
 
+@pytest.mark.slow
 def test_bad_parameter_stops_before_training(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
@@ -292,6 +298,7 @@ def test_bad_parameter_stops_before_training(tmp_path):
     assert not (tmp_path / "metrics").exists()
 
 
+@pytest.mark.slow
 def test_comparison_without_runs_shows_the_reference_and_writes_nothing(tmp_path):
     """A student opens comparison.ipynb before running anything: the committed reference, read only."""
     reference = NOTEBOOK_DIR.parent / "results" / "reference"

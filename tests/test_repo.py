@@ -10,6 +10,8 @@ links read the working tree (no run writes those), so an edit is checked before 
 import json
 import re
 
+import pytest
+
 from conftest import ROOT, committed, committed_files
 
 
@@ -93,6 +95,7 @@ def test_notebook_outputs_are_stripped_by_a_git_filter():
     assert f"nbstripout --install --attributes .gitattributes && git config filter.nbstripout.extrakeys {EXTRA_KEYS}" in readme
 
 
+@pytest.mark.slow
 def test_the_readme_filter_setup_keeps_a_fresh_clone_clean(tmp_path):
     """The README's nbstripout steps, run in a fresh clone, leave `git status` empty.
 
@@ -123,6 +126,7 @@ def test_the_readme_filter_setup_keeps_a_fresh_clone_clean(tmp_path):
 EXTRA_KEYS = "metadata.language_info"
 
 
+@pytest.mark.slow
 def test_committed_notebooks_are_what_the_filter_would_commit():
     """With the filter installed, a fresh clone's `git status` is clean: nbstripout leaves them as they are."""
     import subprocess

@@ -235,6 +235,7 @@ def test_overlay_is_readable_with_six_models(six_models):
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_each_model_panel_marks_the_published_figures(six_models):
     import matplotlib.pyplot as plt
 
@@ -329,3 +330,14 @@ def test_the_t_quantile_matches_the_published_table(df, q):
     from dino_rnn.report.sweepreport import t_quantile
 
     assert t_quantile(0.975, df) == pytest.approx(q, abs=5e-5) and t_quantile(0.025, df) == pytest.approx(-q, abs=5e-5)
+
+
+def test_settings_of_reads_each_setting_by_its_one_name_and_older_metrics_too():
+    from dino_rnn.settings import DEFAULTS, settings_of
+
+    now = {"architecture": "lstm", "parameters": {"hidden": 32, "clip": 0.5, "lr": 1e-3, "nonlinearity": "tanh"}}
+    assert settings_of(now) == {**{k: DEFAULTS[k] for k in ("epochs", "num_layers", "max_names", "temperature")},
+                                "arch": "lstm", "hidden": 32, "clip": 0.5, "lr": 1e-3, "nonlinearity": None}
+    # metrics written before the rename say hidden_size, and nothing of clipping (which they did not do)
+    before = {"architecture": "gru", "parameters": {"hidden_size": 128, "num_layers": 2}}
+    assert settings_of(before)["hidden"] == 128 and settings_of(before)["clip"] is None

@@ -61,6 +61,7 @@ def machine_paths(*extra) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_report_of_the_committed_reference_writes_only_html(reference_site):
     folder, before = reference_site
     after = {f: (folder / f).read_bytes() for f in R.files_in(folder)}
@@ -181,6 +182,7 @@ def test_report_refuses_what_a_study_did_not_write(tmp_path, capsys):
     assert (owned / "html" / "my-notes.txt").read_text() == "mine" and not (owned / "html" / "index.html").exists()
 
 
+@pytest.mark.slow
 def test_a_rebuild_replaces_the_old_html_and_lists_new_files(tmp_path):
     folder = copy_reference(tmp_path / "ref")
     shutil.rmtree(folder / "executed")  # the index only: quicker
@@ -278,6 +280,7 @@ def test_each_export_gets_its_own_links(tmp_path):
             assert page.find("a", string="the LSTM")["href"] == href
 
 
+@pytest.mark.slow
 def test_figures_drawn_ahead_are_the_ones_the_index_draws_and_are_used():
     # A study draws the index page's figures while the comparison notebook runs and hands them over.
     figures = S.index_figures(F.REFERENCE)
@@ -313,6 +316,7 @@ def browser():
 WIDTHS = {"desktop": (1280, False), "phone": (390, True)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("screen", WIDTHS)
 def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     folder, _ = reference_site

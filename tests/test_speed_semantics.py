@@ -335,6 +335,7 @@ def test_bench_reference_loss_equals_trainer_loss(arch):
         assert (p.grad - ref_grads[n].grad).abs().max().item() < 1e-6, n
 
 
+@pytest.mark.slow
 def test_bench_smoke(tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("\n".join(f"{a}{b}saurus" for a in "abcdefghijkl" for b in "aeiou") + "\n")

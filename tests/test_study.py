@@ -66,6 +66,7 @@ def run_cli(*argv):
     return p.returncode, p.stdout, p.stderr
 
 
+@pytest.mark.slow
 def test_smoke_study_writes_everything(tmp_path, capfd):
     out = tmp_path / "results"
     assert main(["study", "--smoke", "--out", str(out), "--jobs", "2"]) == 0
@@ -121,6 +122,7 @@ def test_smoke_study_writes_everything(tmp_path, capfd):
     assert "KeyboardInterrupt" not in captured.err and "Traceback" not in captured.err, captured.err
 
 
+@pytest.mark.slow
 def test_quiet_prints_only_the_summary(tmp_path, notebook_dir, capfd):
     for name in ("01_a", "02_b"):
         nbformat.write(notebook("print('ran')"), notebook_dir / f"{name}.ipynb")
@@ -147,6 +149,7 @@ def test_a_study_refuses_a_folder_it_did_not_write(tmp_path):
     assert not R.ResultsFolder(out).work.exists()  # nothing written beside it either
 
 
+@pytest.mark.slow
 def test_the_committed_reference_is_written_only_when_asked(tmp_path, notebook_dir, monkeypatch, capsys):
     ref = tmp_path / "reference"
     monkeypatch.setattr(S, "REFERENCE", ref)
@@ -162,6 +165,7 @@ def test_the_committed_reference_is_written_only_when_asked(tmp_path, notebook_d
     assert json.loads((ref / "study.json").read_text())["parameters"]["seeds"] == [0]
 
 
+@pytest.mark.slow
 def test_failing_notebook_does_not_stop_the_others(tmp_path, notebook_dir, capsys):
     shutil.copy(REAL_NOTEBOOKS / "02_rnn.ipynb", notebook_dir)
     shutil.copy(REAL_NOTEBOOKS / "comparison.ipynb", notebook_dir)
@@ -178,6 +182,7 @@ def test_failing_notebook_does_not_stop_the_others(tmp_path, notebook_dir, capsy
     assert "01_broken.ipynb seed 0: failed — RuntimeError: boom" in (out / "comparison.md").read_text()
 
 
+@pytest.mark.slow
 def test_interrupted_study_leaves_earlier_results_intact(tmp_path, notebook_dir, monkeypatch):
     nbformat.write(notebook("print('ran')"), notebook_dir / "01_quick.ipynb")
     out = tmp_path / "results"
@@ -192,6 +197,7 @@ def test_interrupted_study_leaves_earlier_results_intact(tmp_path, notebook_dir,
     assert beside(out) == [R.LOCK]
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_the_earlier_run_and_a_concurrent_one_is_refused(tmp_path, notebook_dir):
     """Promotion over an existing folder, and one study at a time per folder."""
     nbformat.write(notebook("import time\ntime.sleep(float(EPOCHS))"), notebook_dir / "01_sleep.ipynb")
@@ -221,6 +227,7 @@ def test_a_rerun_replaces_the_earlier_run_and_a_concurrent_one_is_refused(tmp_pa
     assert snapshot(out) == first  # killed mid-run: the first run's results, whole
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_leaves_complete_results(tmp_path, notebook_dir):
     """Real SIGKILLs of a running `dino-rnn study` at moments spread over its whole run."""
     nbformat.write(notebook("print('ran')"), notebook_dir / "01_quick.ipynb")
@@ -317,6 +324,7 @@ def test_version_prints_the_installed_version_without_loading_torch(monkeypatch)
     assert cli.version() == "9.9.9"
 
 
+@pytest.mark.slow
 def test_terminated_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
     """A real SIGTERM to a running `dino-rnn study`: the staging folder goes, old results stay."""
     nbformat.write(notebook("import time\ntime.sleep(60)"), notebook_dir / "01_slow.ipynb")
@@ -345,6 +353,7 @@ def _order_logging_notebooks(tmp_path, notebook_dir):
     return order
 
 
+@pytest.mark.slow
 def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
     order = _order_logging_notebooks(tmp_path, notebook_dir)
     out = tmp_path / "results"
@@ -364,6 +373,7 @@ def test_jobs_run_longest_first_by_the_previous_run(tmp_path, notebook_dir):
     assert S.previous_seconds(tmp_path / "none") == {}
 
 
+@pytest.mark.slow
 def test_without_a_previous_run_the_reference_orders_the_jobs_and_new_notebooks_go_first(tmp_path, notebook_dir, monkeypatch):
     """A fresh folder: the committed reference's study.json gives the order; a notebook it does
     not know (new, or renamed since) may be the longest and starts first."""
@@ -382,6 +392,7 @@ def test_without_a_previous_run_the_reference_orders_the_jobs_and_new_notebooks_
     assert order.read_text().split() == ["03_c", "02_b", "01_a"]
 
 
+@pytest.mark.slow
 def test_a_hung_cell_fails_its_notebook_not_the_study(tmp_path, notebook_dir, capsys):
     nbformat.write(notebook("import time\ntime.sleep(600)"), notebook_dir / "01_hung.ipynb")
     nbformat.write(notebook("print('fine')"), notebook_dir / "02_fine.ipynb")
@@ -451,6 +462,7 @@ exp.save()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end_bias, next_bias, word", [("nan", "0", "NaN"), ("-2e38", "1e38", "infinite")])
 def test_a_diverged_run_exits_1_through_the_cli(tmp_path, notebook_dir, capsys, end_bias, next_bias, word):
     params = f"EPOCHS = 1\nSEED = 0\nRESULTS_DIR = '.'\nEND_BIAS = {end_bias!r}\nNEXT_BIAS = {next_bias!r}\n"
@@ -465,6 +477,7 @@ def test_a_diverged_run_exits_1_through_the_cli(tmp_path, notebook_dir, capsys, 
     assert m["status"] == "diverged" and f"loss became {word}" in m["message"]
 
 
+@pytest.mark.slow
 def test_diverged_model_is_marked_not_reported_as_a_result(tmp_path, notebook_dir, capsys):
     shutil.copy(REAL_NOTEBOOKS / "02_rnn.ipynb", notebook_dir)
     shutil.copy(REAL_NOTEBOOKS / "comparison.ipynb", notebook_dir)
@@ -481,6 +494,7 @@ def test_diverged_model_is_marked_not_reported_as_a_result(tmp_path, notebook_di
     assert "diverged: nn.RNN seed 0" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_killed_studys_workers_and_kernels_die_with_it(tmp_path, notebook_dir):
     """Otherwise they would go on writing into a staging folder the next run has cleaned up."""
     import os
@@ -536,6 +550,7 @@ def _study_with_task_reports(tmp_path, notebook_dir, monkeypatch, with_compariso
     return out, exported
 
 
+@pytest.mark.slow
 def test_the_tasks_html_reports_are_what_dino_rnn_report_writes(tmp_path, notebook_dir, monkeypatch):
     """Each task exports its notebook's two reports; the client keeps them (it exports only the
     comparison's), and they are byte for byte what build_site makes from the executed notebook."""
@@ -564,6 +579,7 @@ def test_the_tasks_html_reports_are_what_dino_rnn_report_writes(tmp_path, notebo
         assert (again / rel).read_bytes() == body, rel
 
 
+@pytest.mark.slow
 def test_a_tasks_reports_made_for_another_folder_are_made_again(tmp_path, notebook_dir, monkeypatch):
     """No comparison notebook ran: the tasks' reports link to a comparison report that is not
     there, so build_site makes them again, without that link."""
@@ -573,6 +589,7 @@ def test_a_tasks_reports_made_for_another_folder_are_made_again(tmp_path, notebo
     assert 'href="02_b.html"' in a and "comparison.html" not in a
 
 
+@pytest.mark.slow
 def test_the_study_process_does_not_import_torch():
     # `dino-rnn study` only schedules notebooks and builds the report: torch (1.5 s to import)
     # belongs in the kernels. Importing it here (once through the sweep command's parser, once
@@ -619,6 +636,7 @@ def test_a_worker_warms_its_exporters_only_once_its_first_kernel_is_up(monkeypat
     assert events == ["kernel up", "exporters"]
 
 
+@pytest.mark.slow
 def test_the_next_notebook_goes_to_the_worker_that_is_free(tmp_path, notebook_dir):
     # Handed every task at once, Dask assigned the first few to workers as they were submitted
     # (before its queue applies): the worker running the longest notebook also held the

@@ -242,6 +242,7 @@ def test_a_folder_with_files_no_sweep_wrote_is_refused(tmp_path):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_sweep_runs_every_point_and_reports(swept):
     out, r = swept
     assert r.ok and len(r.trained) == 6 and not r.skipped
@@ -267,6 +268,7 @@ def test_a_sweep_runs_every_point_and_reports(swept):
     assert row["test_std"] == pytest.approx(pd.Series(tl).std())
 
 
+@pytest.mark.slow
 def test_a_point_gives_the_numbers_of_a_plain_experiment(swept, tmp_path):
     out, _ = swept
     m = json.loads((out / "points/gru-L1-H64-lr0.0004-e2-n40/metrics/gru-seed1.json").read_text())
@@ -276,6 +278,7 @@ def test_a_point_gives_the_numbers_of_a_plain_experiment(swept, tmp_path):
     assert m["data"]["sha256"] == e["data"]["sha256"] and m["gradient"] == e["gradient"] == WRITTEN_OUT
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_points_and_leaves_their_files_alone(swept, tmp_path):
     src, _ = swept
     out = tmp_path / "out"
@@ -298,6 +301,7 @@ def test_resume_skips_finished_points_and_leaves_their_files_alone(swept, tmp_pa
         assert (out / f).read_bytes() == data and (out / f).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_a_failing_point_is_reported_and_the_others_finish(tmp_path, monkeypatch):
     real = S.run_point
 
@@ -341,6 +345,7 @@ def _sweep_process(out: Path, jobs: int) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_leaves_complete_points_and_resumes_to_the_same_numbers(swept, tmp_path):
     out = tmp_path / "out"
     proc = _sweep_process(out, jobs=1)  # one worker: the points finish one by one
@@ -448,6 +453,7 @@ def test_one_layer_written_out_and_autograd_runs_agree(tmp_path):
     assert a.history.test_loss == pytest.approx(b.history.test_loss, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_two_layer_lstm_learns(tmp_path):
     e = Experiment("lstm", num_layers=2, epochs=3, max_names=300, results_dir=tmp_path, progress=False)
     e.load_data()
@@ -472,6 +478,7 @@ def test_cli_refuses_bad_input_in_one_line_with_status_2(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_sigterm_stops_the_sweep_keeping_its_finished_points(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "dino_rnn", "sweep", *ARGS, "--jobs", "1", "--out", str(out)],

@@ -42,6 +42,7 @@ def outputs(folder, name):
     return [c["execution_count"] for c in code], "".join(text)
 
 
+@pytest.mark.slow
 def test_a_reused_kernel_is_reset_between_notebooks(tmp_path, pool):
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
@@ -67,6 +68,7 @@ def test_a_reused_kernel_is_reset_between_notebooks(tmp_path, pool):
     assert pool.started == 1  # one kernel ran all three
 
 
+@pytest.mark.slow
 def test_a_dead_kernel_is_replaced(tmp_path, pool):
     a = notebook(tmp_path / "a.ipynb", "print('hi')")
     assert run(pool, tmp_path, a).status == "ok"
@@ -79,6 +81,7 @@ def test_a_dead_kernel_is_replaced(tmp_path, pool):
     assert pool.started == 2
 
 
+@pytest.mark.slow
 def test_a_kernel_whose_notebook_timed_out_is_not_reused(tmp_path, pool):
     slow = notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
     job = run(pool, tmp_path, slow, timeout=2)
@@ -113,6 +116,7 @@ def test_a_new_study_closes_the_previous_studys_kernels(tmp_path):
     assert W._POOLS == {}
 
 
+@pytest.mark.slow
 def test_a_model_notebook_gives_the_same_numbers_warm_as_fresh(tmp_path, pool, dino_file):
     """The warm kernel first trains another model (other seed, other settings): nothing of it
     reaches the nn.RNN run after it."""
@@ -133,6 +137,7 @@ def test_a_model_notebook_gives_the_same_numbers_warm_as_fresh(tmp_path, pool, d
     assert runs["warm"]["samples"] == runs["fresh"]["samples"]
 
 
+@pytest.mark.slow
 def test_a_reused_kernel_starts_a_new_history_session(tmp_path, pool):
     # With %reset -f's new_session=False the prompt counter went back to 1 inside the old
     # history session, and IPython printed "ERROR! Session/line number was not unique in
@@ -148,6 +153,7 @@ def test_a_reused_kernel_starts_a_new_history_session(tmp_path, pool):
     assert pool.started == 1
 
 
+@pytest.mark.slow
 def test_kernels_do_not_inherit_the_dask_workers_malloc_setting(tmp_path, monkeypatch):
     # Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_=65536; a kernel that inherited it
     # trained the NumPy LSTM ~17% slower. Neither a warm kernel nor a fresh one may see it.
