@@ -498,3 +498,15 @@ def test_cli_sigterm_stops_the_sweep_keeping_its_finished_points(tmp_path):
     r = S.run_sweep(out, [{**GRID, "seeds": "0"}], executor=SerialExecutor(), log=lambda *a: None)
     finished_seed0 = [f for f in done if f.endswith("seed0.json")]
     assert len(r.skipped) == len(finished_seed0) and len(r.trained) == 2 - len(finished_seed0)
+
+
+def test_a_point_is_finished_only_by_its_own_finished_metrics_on_the_same_names_file():
+    point = S.Point(Settings("lstm", epochs=2, max_names=40, seed=3))
+    m = _m("lstm", 3, 1.5, epochs=2, max_names=40)
+    m.update(data={"sha256": "aa"}, finished="2026-12-05 03:00:00")
+    assert point.matches(m, "aa")
+    assert not point.matches(m, "bb")  # another names file
+    assert not point.matches({**m, "finished": None}, "aa")  # a run that did not finish
+    assert not point.matches({**m, "parameters": {**m["parameters"], "seed": 4}}, "aa")
+    assert not point.matches({**m, "parameters": {**m["parameters"], "clip": 1.0}}, "aa")
+    assert not point.matches({"architecture": "lstm"}, "aa")  # not a metrics file
