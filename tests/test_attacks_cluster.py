@@ -158,9 +158,15 @@ def _child_env(tmp_path) -> tuple[dict, Path]:
     return env, tmp
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default action in the child, even when this test runs under something that ignores SIGINT
+    (a shell's background job, some CI runners): an ignored SIGINT is inherited, and a run must respect it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv, env) -> subprocess.Popen:
     return subprocess.Popen([*DINO, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_as_from_a_terminal)
 
 
 def _wait_for(what, timeout=120.0):
