@@ -91,6 +91,14 @@ def one_hot(ids, size: int = len(TOKENS)) -> np.ndarray:
     return x
 
 
+def input_and_target(ids):
+    """What a language model reads and what it must predict, from one sequence's token indices:
+    the input is every token but the last, the target at each step is the token that follows it."""
+    ### BEGIN SOLUTION
+    return ids[:-1], ids[1:]
+    ### END SOLUTION
+
+
 @dataclass
 class Split:
     """One split: the sequences, and each as (input indices, target indices)."""
@@ -99,10 +107,7 @@ class Split:
     pairs: list[tuple[np.ndarray, np.ndarray]] = field(init=False)
 
     def __post_init__(self):
-        self.pairs = []
-        for s in self.sequences:
-            ids = np.asarray(encode(s), dtype=np.intp)
-            self.pairs.append((ids[:-1], ids[1:]))
+        self.pairs = [input_and_target(np.asarray(encode(s), dtype=np.intp)) for s in self.sequences]
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -186,12 +191,14 @@ def complete(logits_fn: LogitsFn, n: int, max_new: int | None = None) -> list[st
     ids = encode([A] * n + [B])
     out: list[str] = []
     max_new = 2 * n + 5 if max_new is None else max_new
+    ### BEGIN SOLUTION
     while len(out) < max_new:
-        nxt = int(np.asarray(logits_fn(ids))[-1].argmax())
+        nxt = int(np.asarray(logits_fn(ids))[-1].argmax())  # the most likely next token after all of ids
         out.append(TOKENS[nxt])
         if nxt != INDEX[B]:
             break
-        ids.append(nxt)
+        ids.append(nxt)  # fed back: the next prediction reads it
+    ### END SOLUTION
     return out
 
 
@@ -200,11 +207,12 @@ def is_exact(n: int, emitted: list[str]) -> bool:
     return emitted == [B] * (n - 1) + [EOS]
 
 
-def extrapolation(logits_fn: LogitsFn, ns: Sequence[int] = EXTRAPOLATE) -> list[dict]:
-    """Per n: ``{"n", "exact", "b_emitted" (b's before the first non-b), "then" (that token)}``."""
+def extrapolation(logits_fn: LogitsFn, ns: Sequence[int] = EXTRAPOLATE, complete_fn=None) -> list[dict]:
+    """Per n: ``{"n", "exact", "b_emitted" (b's before the first non-b), "then" (that token)}``;
+    ``complete_fn`` in place of :func:`complete` (a student's)."""
     rows = []
     for n in ns:
-        out = complete(logits_fn, n)
+        out = (complete_fn or complete)(logits_fn, n)
         n_b = len(out) - (0 if out and out[-1] == B else 1) if out else 0
         rows.append({"n": int(n), "exact": is_exact(n, out), "b_emitted": n_b, "then": out[-1] if out and out[-1] != B else None})
     return rows
@@ -323,6 +331,7 @@ __all__ = [
     "encode",
     "decode",
     "one_hot",
+    "input_and_target",
     "split",
     "load",
     "Split",

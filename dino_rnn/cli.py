@@ -1,5 +1,6 @@
 """The ``dino-rnn`` command: ``study`` (every notebook, then the comparison and its HTML report),
-``report`` (the HTML again), ``sweep`` (a grid of runs) and ``bench`` (the speed benchmark).
+``report`` (the HTML again), ``sweep`` (a grid of runs), ``exercises`` (the teaching edition's
+notebooks) and ``bench`` (the speed benchmark).
 
 Bad input is refused before any work with one line and exit status 2; a study in which
 a notebook failed or a model diverged exits with status 1. ``--version`` and ``--help`` load no
@@ -68,6 +69,29 @@ def _report_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _exercises_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "exercises",
+        help="write the exercise notebooks for students (every solution a stub), or with --solutions the solutions",
+        description="Write 01_rnn_from_scratch.ipynb and 05_anbn_lab.ipynb into --out: the student version, where "
+        "the body of every exercise is a stub that stops the notebook with the exercise's name, or with --solutions "
+        "the notebooks with the solutions filled in. Replaces no file.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder to write into (created if missing)")
+    p.add_argument("--solutions", action="store_true", help="write the solutions instead of the student version")
+    return p
+
+
+def exercises(args) -> int:
+    from dino_rnn.exercises.notebooks import write_exercises
+
+    for path in write_exercises(args.out, solutions=args.solutions):
+        print(path)
+    kind = "solutions" if args.solutions else "student notebooks (run them to see the first exercise's stub)"
+    print(f"exercises: {kind} in {args.out}")
+    return 0
+
+
 def report(args) -> int:
     from dino_rnn.files import REFERENCE, STUDY
     from dino_rnn.runner.folders import rebuild
@@ -128,6 +152,8 @@ def _kept(args) -> str:
     """What an interrupted or failed run left as it was."""
     if args.command == "sweep":
         return f"the points finished in {args.out} are kept, run again to resume"
+    if args.command == "exercises":
+        return f"nothing in {args.out} was replaced"
     if args.command == "report":
         where = "results/reference" if args.reference else (args.results or "results/study")
     else:
@@ -166,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _study_parser(sub)
     _report_parser(sub)
     sweep_parser(sub)
+    _exercises_parser(sub)
     sub.add_parser("bench", help="time the trainer against a published-style training loop (the speed benchmark)",
                    add_help=False)
     return parser
@@ -189,7 +216,8 @@ def main(argv=None) -> int:
             from dino_rnn.runner.sweep import main as sweep_main
 
             return sweep_main(args)
-        return report(args) if args.command == "report" else study(args)
+        commands = {"report": report, "study": study, "exercises": exercises}
+        return commands[args.command](args)
     except (ParameterError, DataError) as e:
         print(f"dino-rnn: error: {e}", file=sys.stderr)
         return 2

@@ -54,7 +54,19 @@ DATA_URL = (
     "master/char_rnns/dino_names.txt"
 )
 DATA_SHA256 = "ad6465621cf56c08f71d4fbb40cf7eab763f9df42c54cc460d6c4d86e9c927fb"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def _data_dir() -> Path:
+    """Where the downloaded Dino Names file is kept: ``data/`` of the clone the package runs from, or
+    for a package installed from an index or a wheel, the user's cache (``$XDG_CACHE_HOME/dino-rnn``,
+    else ``~/.cache/dino-rnn``), never the environment's own folders."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "dino_rnn").is_dir():
+        return root / "data"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "dino-rnn"
+
+
+DATA_DIR = _data_dir()
 DEFAULT_FILE = DATA_DIR / "dino_names.txt"
 
 END = "."  # the end-of-name marker

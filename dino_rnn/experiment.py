@@ -39,6 +39,7 @@ import hashlib
 import io
 import json
 import platform
+import types
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,9 +52,12 @@ from dino_rnn.data import DataError, NameReport, Vocab, encode_names, read_names
 from dino_rnn.files import NOTEBOOK_RESULTS, output_dir, result_paths
 from dino_rnn.files import CHECKPOINTS, METRICS
 from dino_rnn.files import atomic_path, save_figure, write_json
-from dino_rnn.models import ARCHITECTURES, LABELS, build_model, count_parameters
-from dino_rnn.sample import new_share, sample_names
-from dino_rnn.train import History, make_optimizer, make_step, pairs_of, resolve_device, run_epochs, set_seed
+from dino_rnn.models import ARCHITECTURES, LABELS, build_model, count_parameters, scratch_forward
+from dino_rnn.sample import generate, new_share, sample_names
+from dino_rnn.train import History, Step, make_optimizer, make_step, pairs_of, resolve_device, run_epochs, set_seed
+from dino_rnn.train import train_step
+
+OWN = {"forward": scratch_forward, "train_step": train_step, "generate": generate}  # what Experiment.use takes
 
 class Experiment:
     """Train and document one architecture under the published protocol, for one seed.
@@ -81,10 +85,47 @@ class Experiment:
         self.samples: dict | None = None
         self.finished: str | None = None
         self.checkpoint_record: dict | None = None  # {"file", "sha256"} of the checkpoint save() writes
+        self.own: dict = {}  # the functions of your own that run in place of the package's (see use())
 
     @property
     def label(self) -> str:
         return LABELS[self.arch]
+
+    # -- your own code (notebook 01's exercises) --------------------------------
+    def use(self, *, forward=None, train_step=None, generate=None) -> None:
+        """Train and sample with functions of your own in place of the package's.
+
+        ``forward(cell, x, state)`` replaces :func:`dino_rnn.models.scratch_forward` (the
+        from-scratch model's forward pass: the model built here computes with it),
+        ``train_step(model, optimizer, x, y, clip)`` replaces :func:`dino_rnn.train.train_step`
+        (every training step runs it), ``generate(model, vocab, start, ...)`` replaces
+        :func:`dino_rnn.sample.generate` (the samples are drawn with it). A function whose source
+        is the package's own, character for character (a notebook cell that defines it again),
+        counts as the package's and changes nothing. With a forward or a training step of your
+        own, :meth:`train` computes the gradients with autograd through your code (the compiled
+        kernels compute the package's own maths), which is slower, and says so in one line.
+        """
+        given = {"forward": forward, "train_step": train_step, "generate": generate}
+        if forward is not None and self.arch != "scratch":
+            raise P.ParameterError(f"forward= replaces the from-scratch RNN's forward pass; this is {self.arch!r}")
+        for what, fn in given.items():
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise P.ParameterError(f"{what}= must be a function, not {type(fn).__name__}")
+            if P.same_source(fn, OWN[what]):
+                self.own.pop(what, None)
+            else:
+                self.own[what] = fn
+        if self.model is not None:
+            self._own_forward(self.model)
+
+    def _own_forward(self, model) -> None:
+        """The model computes with your forward pass (or again with its own)."""
+        if "forward" in self.own:
+            model.forward = types.MethodType(self.own["forward"], model)
+        else:
+            model.__dict__.pop("forward", None)
 
     # -- data ------------------------------------------------------------------
     def load_data(self) -> NameReport:
@@ -110,6 +151,7 @@ class Experiment:
         set_seed(self.seed)
         self.device = resolve_device(self.settings.device)
         self.model = self.make_model().to(self.device)
+        self._own_forward(self.model)
         self.n_params = count_parameters(self.model)
         return self.model
 
@@ -133,7 +175,14 @@ class Experiment:
         s = self.settings
         set_seed(s.seed)
         torch.set_num_threads(1)  # one-name steps: more threads only add overhead
-        step = make_step(self.trainable, self.make_optimizer(), clip=s.clip, autograd=s.autograd)
+        mine = [OWN[k].__name__ for k in ("forward", "train_step") if k in self.own]
+        if mine:
+            step = Step(self.trainable, self.make_optimizer(), s.clip, train_step=self.own.get("train_step", train_step))
+            print(f"{self.label}: training with your {' and '.join(mine)}, gradients by autograd through your code "
+                  "(the compiled kernels run only the package's): slower, about 15 times on this project's machine",
+                  flush=True)
+        else:
+            step = make_step(self.trainable, self.make_optimizer(), clip=s.clip, autograd=s.autograd)
         splits = [self.pairs(x) for x in (self.train_set, self.valid_set, self.test_set)]
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
             self.history = run_epochs(step, *splits, epochs=s.epochs, progress=self.progress, desc=self.label)
@@ -142,8 +191,10 @@ class Experiment:
     # -- samples ---------------------------------------------------------------
     def sample(self) -> dict:
         """One name per start letter, greedy (as published) and at the temperature."""
-        greedy = sample_names(self.model, self.vocab, self.train_names)
-        warm = sample_names(self.model, self.vocab, self.train_names, temperature=self.settings.temperature, seed=self.seed)
+        fn = self.own.get("generate", generate)
+        greedy = sample_names(self.model, self.vocab, self.train_names, generate=fn)
+        warm = sample_names(self.model, self.vocab, self.train_names, temperature=self.settings.temperature,
+                            seed=self.seed, generate=fn)
         self.samples = {
             "greedy": greedy,
             "greedy_new_share": new_share(greedy),

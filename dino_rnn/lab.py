@@ -52,7 +52,7 @@ from dino_rnn.experiment import Experiment, checkpoint_bytes
 from dino_rnn.plots import ANBN_LABELS, plot_anbn
 from dino_rnn.files import NOTEBOOK_RESULTS, anbn_paths, output_dir
 from dino_rnn.files import save_figure, write_json
-from dino_rnn.numpy_nets import SGD, AdamW, NumpyLSTM, NumpyRNN
+from dino_rnn.numpy_nets import MATHS, SGD, AdamW, Maths, NumpyLSTM, NumpyRNN
 
 
 NUMPY_ARCHITECTURES = ("numpy_rnn", "numpy_lstm")
@@ -217,6 +217,8 @@ def run_anbn(
     results_dir=NOTEBOOK_RESULTS,
     progress: bool = True,
     extrapolate=anbn.EXTRAPOLATE,
+    maths: Maths = MATHS,
+    complete_fn=None,
 ) -> dict:
     """Train the lab's models on aⁿbⁿ, measure them, write the JSON and the overlay plot.
 
@@ -225,18 +227,24 @@ def run_anbn(
     has no early stopping); accuracy and extrapolation are measured on the final model.
     ``autograd=True`` trains every model with autograd's gradient: the NumPy nets' equations
     written in torch instead of their hand-written backward, and the PyTorch twin with the
-    plain ``loss.backward()`` step instead of the compiled one. Returns the JSON's content
-    (``result["models"][key]`` per model).
+    plain ``loss.backward()`` step instead of the compiled one. ``maths`` (a student's
+    :class:`~dino_rnn.numpy_nets.Maths`) trains the NumPy nets with those functions, in plain NumPy,
+    and ``complete_fn`` measures the extrapolation with a student's :func:`~dino_rnn.anbn.complete`.
+    Returns the JSON's content (``result["models"][key]`` per model).
     """
     p = _anbn_parameters(seed=seed, epochs=epochs, hidden=hidden, rnn_lr=rnn_lr, lstm_lr=lstm_lr, torch_lr=torch_lr,
                          clip=clip, adam_control=adam_control, autograd=autograd)
     data_seed = P.seed(data_seed, "ANBN_DATA_SEED")
     results_dir = output_dir(results_dir)
     train, valid, test = anbn.split(anbn.generate(anbn.N_SEQUENCES, data_seed))
+    if maths.own() and not p["autograd"]:
+        print(f"The NumPy nets train with your own {', '.join(maths.own())}: in plain NumPy, since the compiled "
+              "kernels compute the package's functions (a minute or two at the lab's settings).")
     models = {}
-    for key, make, make_opt, clip_at, opt_text in _anbn_models(p):
+    for key, make, make_opt, clip_at, opt_text in _anbn_models(p, maths):
         fn, curves, n_params, seconds = _train_anbn(key, make, make_opt, clip_at, p, train, valid, progress)
-        models[key] = _measure(key, fn, curves, n_params, opt_text, seconds, train, valid, test, extrapolate)
+        models[key] = _measure(key, fn, curves, n_params, opt_text, seconds, (train, valid, test), extrapolate,
+                               complete_fn)
     result = {"task": _anbn_task(data_seed, train, valid, test, extrapolate), "parameters": p,
               "models": models, "versions": _versions()}
     _write_anbn(result, anbn_paths(results_dir, p["seed"]))
@@ -255,20 +263,21 @@ def _anbn_parameters(**p) -> dict:
     return {k: checks[k](v) for k, v in p.items()}
 
 
-def _anbn_models(p: dict) -> list[tuple]:
+def _anbn_models(p: dict, maths: Maths = MATHS) -> list[tuple]:
     """``(key, make the net, make its optimizer, clip, the optimizer in words)`` per model; the
     PyTorch twin's are made by :func:`_train_anbn`."""
     V, H, seed, clip = len(anbn.TOKENS), p["hidden"], p["seed"], p["clip"]
     specs = [
-        ("numpy_rnn", lambda: NumpyRNN(V, H, seed=seed), lambda n: SGD(n.params, p["rnn_lr"]), clip,
+        ("numpy_rnn", lambda: NumpyRNN(V, H, seed=seed, maths=maths), lambda n: SGD(n.params, p["rnn_lr"], maths), clip,
          f"SGD lr {p['rnn_lr']:g}, clip {clip:g}"),
-        ("numpy_lstm", lambda: NumpyLSTM(V, H, seed=seed), lambda n: SGD(n.params, p["lstm_lr"]), clip,
+        ("numpy_lstm", lambda: NumpyLSTM(V, H, seed=seed, maths=maths), lambda n: SGD(n.params, p["lstm_lr"], maths), clip,
          f"SGD lr {p['lstm_lr']:g}, clip {clip:g}"),
         ("torch_lstm", None, None, None, f"Adam lr {p['torch_lr']:g} (torch.optim.Adam), no clipping"),
     ]
     if p["adam_control"]:
-        specs.append(("numpy_lstm_adam", lambda: NumpyLSTM(V, H, seed=seed),
-                      lambda n: AdamW(n.params, p["torch_lr"], weight_decay=0.0), None, f"NumPy Adam lr {p['torch_lr']:g}, no clipping"))
+        specs.append(("numpy_lstm_adam", lambda: NumpyLSTM(V, H, seed=seed, maths=maths),
+                      lambda n: AdamW(n.params, p["torch_lr"], weight_decay=0.0, maths=maths), None,
+                      f"NumPy Adam lr {p['torch_lr']:g}, no clipping"))
     return specs
 
 
@@ -308,10 +317,11 @@ def _write_anbn(result: dict, paths: dict) -> None:
     plt.close(fig)
 
 
-def _measure(key, fn, curves, n_params, opt_text, train_seconds, train, valid, test, extrapolate) -> dict:
+def _measure(key, fn, curves, n_params, opt_text, train_seconds, splits, extrapolate, complete_fn=None) -> dict:
+    train, valid, test = splits
     ok = curves.status == "ok"
-    rows = anbn.extrapolation(fn, extrapolate) if ok else []
-    in_range = anbn.extrapolation(fn, range(anbn.N_MIN, anbn.N_MAX + 1)) if ok else []
+    rows = anbn.extrapolation(fn, extrapolate, complete_fn) if ok else []
+    in_range = anbn.extrapolation(fn, range(anbn.N_MIN, anbn.N_MAX + 1), complete_fn) if ok else []
     test_loss = math.nan
     if ok:
         test_loss = float(np.mean([_ce(fn(x), y) for x, y in test.pairs]))

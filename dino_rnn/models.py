@@ -50,9 +50,9 @@ class ScratchRNN(nn.Module):
     linear; ``nonlinearity="tanh"`` (our default) bounds it, ``"none"`` reproduces the
     published cell exactly. Both have 10856 parameters at V=27, H=64.
 
-    The computation is the published one, arranged for speed: the input part of
-    ``i2h`` is applied to all time steps in one matrix product, the Python loop carries
-    only ``h_{t-1} -> h_t``, and ``i2o``/``o2o`` run once over the whole name.
+    The forward pass is :func:`scratch_forward` (notebook 01's first exercise): the recurrence
+    ``h_{t-1} -> h_t`` runs in a Python loop, one character at a time; ``i2o`` and ``o2o``, which
+    feed nothing back, then run once over the whole name.
     """
 
     def __init__(self, vocab_size: int, hidden_size: int = 64, nonlinearity: str = "tanh"):
@@ -68,26 +68,38 @@ class ScratchRNN(nn.Module):
     def init_state(self, device=None) -> torch.Tensor:
         return torch.zeros(self.hidden_size, device=device)
 
-    def _steps(self, x: torch.Tensor, h: torch.Tensor):
-        """The recurrence: every step's previous and new hidden state, (T, H) each."""
-        V = self.vocab_size
-        w_x, w_h = self.i2h.weight[:, :V], self.i2h.weight[:, V:]
-        xh = torch.addmm(self.i2h.bias, x, w_x.t())  # input part of i2h, all steps at once
-        prev, new = [], []
-        for t in range(x.shape[0]):
-            prev.append(h)
-            h = torch.addmv(xh[t], w_h, h)
-            if self.nonlinearity == "tanh":
-                h = torch.tanh(h)
-            new.append(h)
-        return torch.stack(prev), torch.stack(new)
-
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        h0 = self.init_state(x.device) if state is None else state
-        h_prev, h_new = self._steps(x, h0)
-        o = self.i2o(torch.cat([x, h_prev], dim=1))
-        logits = self.dropout(self.o2o(torch.cat([h_new, o], dim=1)))
-        return logits, h_new[-1]
+        return scratch_forward(self, x, state)
+
+
+def scratch_forward(cell: ScratchRNN, x: torch.Tensor, state: torch.Tensor | None = None):
+    """The from-scratch cell run over a whole name: its (T, V) logits and its last hidden state (H,).
+
+    ``cell`` holds the layers: ``cell.i2h`` (V+H -> H), ``cell.i2o`` (V+H -> V), ``cell.o2o``
+    (H+V -> V), ``cell.dropout``, and ``cell.nonlinearity`` ("tanh" or "none"). ``x`` holds the
+    name's one-hot rows (T, V); ``state`` is the hidden state before its first character (None:
+    zeros). At each step t, with [a; b] a concatenation::
+
+        h_t      = tanh(i2h([x_t; h_{t-1}]))      # no tanh when cell.nonlinearity == "none"
+        o_t      = i2o([x_t; h_{t-1}])
+        logits_t = o2o([h_t; o_t])
+
+    and dropout acts on the stacked (T, V) logits, once.
+    """
+    h = cell.init_state(x.device) if state is None else state
+    ### BEGIN SOLUTION
+    h_prev, h_new = [], []
+    for x_t in x:  # the recurrence, one character at a time
+        h_prev.append(h)
+        h = cell.i2h(torch.cat([x_t, h]))  # i2h([x_t; h_{t-1}])
+        if cell.nonlinearity == "tanh":
+            h = torch.tanh(h)
+        h_new.append(h)
+    h_prev, h_new = torch.stack(h_prev), torch.stack(h_new)  # (T, H) each
+    o = cell.i2o(torch.cat([x, h_prev], dim=1))  # no feedback: every step at once, (T, V)
+    logits = cell.dropout(cell.o2o(torch.cat([h_new, o], dim=1)))
+    ### END SOLUTION
+    return logits, h
 
 
 class RecurrentLM(nn.Module):

@@ -2,9 +2,14 @@
 
 The study's second source is a lab that builds both networks from scratch — forward pass,
 backward pass, gradient clipping, SGD — and then the same LSTM in PyTorch. This module
-is that lab's NumPy half, written so that it can be *checked* (the tests compare every
-gradient with ``torch.autograd`` and with central finite differences, in float64) and
-*fast enough* to train on Dino Names under the study's published protocol.
+is that lab's NumPy half, written to be read and *checked* (the tests compare every gradient
+with ``torch.autograd`` and with central finite differences, in float64).
+
+The lab's maths are plain functions, one per idea, and they are the exercises of
+``notebooks/05_anbn_lab.ipynb``: each body lies between nbgrader's ``### BEGIN SOLUTION`` and
+``### END SOLUTION``, and the notebook's exercise cells are these functions' source (a test
+keeps them equal). :class:`Maths` bundles them; a net or an optimiser made with a student's
+:class:`Maths` runs the student's functions.
 
 Both networks read a sequence of token indices ``x_1 .. x_T`` (one-hot vectors in the
 equations; an index picks a column of the input weights, which is the same product) and
@@ -21,6 +26,8 @@ predict the next token at every step. Both expose
 The optimisers, :class:`SGD` and :class:`AdamW`, and :func:`clip_grad_norm` work on those
 dicts. :class:`AdamW` follows ``torch.optim.AdamW`` exactly (decoupled weight decay,
 bias correction, eps added after the square root), which the tests check step by step.
+Training is fast on the compiled kernels of ``dino_rnn/fast/`` (the same equations); this
+module is the readable reference they are tested against.
 
 No autodiff library is used here (this module does not import torch).
 """
@@ -28,6 +35,8 @@ No autodiff library is used here (this module does not import torch).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -69,6 +78,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=-1, keepdims=True)
 
 
+def sigmoid(a: np.ndarray) -> np.ndarray:
+    """The logistic function 1 / (1 + e^−a), written as (1 + tanh(a/2)) / 2, which never overflows."""
+    return 0.5 * (1.0 + np.tanh(0.5 * a))
+
+
 def cross_entropy(logits: np.ndarray, targets) -> float:
     """Mean over the T steps of -log softmax(logits_t)[target_t]."""
     targets = np.asarray(targets)
@@ -76,18 +90,12 @@ def cross_entropy(logits: np.ndarray, targets) -> float:
     return float(-lp[np.arange(len(targets)), targets].mean())
 
 
-def _ce_and_grad(logits: np.ndarray, targets: np.ndarray) -> tuple[float, np.ndarray]:
-    """The mean cross-entropy and its gradient with respect to the logits: (softmax − onehot) / T."""
-    T = len(targets)
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    rows = np.arange(T)
-    loss = float((np.log(s[:, 0]) - z[rows, targets]).mean())
-    d = e / s
-    d[rows, targets] -= 1.0
-    d /= T
-    return loss, d
+def one_hot(ids, n: int) -> np.ndarray:
+    """(T,) token indices → (T, n) rows of zeros with a 1 in each index's column."""
+    ids = np.asarray(ids, dtype=np.intp)
+    x = np.zeros((len(ids), n))
+    x[np.arange(len(ids)), ids] = 1.0
+    return x
 
 
 def _indices(seq, vocab_size: int) -> np.ndarray:
@@ -99,30 +107,259 @@ def _indices(seq, vocab_size: int) -> np.ndarray:
     return a
 
 
-def _one_hot(ids: np.ndarray, n: int) -> np.ndarray:
-    x = np.zeros((len(ids), n))
-    x[np.arange(len(ids)), ids] = 1.0
-    return x
+# ---------------------------------------------------------------------------
+# The RNN's maths (exercises B, C, D)
+# ---------------------------------------------------------------------------
+
+
+def rnn_forward(p, inputs, h0=None):
+    r"""The RNN's forward pass over one sequence.
+
+    ``p``: the parameters ``U`` (H, V), ``V`` (H, H), ``W`` (V, H), ``b_h`` (H,), ``b_o`` (V,);
+    ``inputs``: (T,) token indices; ``h0``: the (H,) state to start from (``None``: zeros).
+    For every step t, with x_t one-hot (so that U x_t is column x_t of U)::
+
+        h_t = tanh(U x_t + V h_{t-1} + b_h)        o_t = W h_t + b_o
+
+    Returns the logits o (T, V) and every hidden state ``hs`` (T + 1, H): hs[0] = h_0, hs[t] = h_t.
+    """
+    hs = np.zeros((len(inputs) + 1, p["V"].shape[0]))
+    if h0 is not None:
+        hs[0] = h0
+    ### BEGIN SOLUTION
+    for t, x in enumerate(inputs):
+        hs[t + 1] = np.tanh(p["U"][:, x] + p["b_h"] + p["V"] @ hs[t])
+    logits = hs[1:] @ p["W"].T + p["b_o"]  # the read-out of every step in one product
+    ### END SOLUTION
+    return logits, hs
+
+
+def softmax_cross_entropy(logits, targets):
+    r"""The mean cross-entropy of a sequence, and its gradient with respect to the logits.
+
+    ``logits`` (T, V), ``targets`` (T,) token indices. With p_t = softmax(o_t)::
+
+        L = −(1/T) Σ_t log p_t[y_t]          ∂L/∂o_t = (p_t − onehot(y_t)) / T
+
+    Returns ``(L, dlogits)``, dlogits of the logits' shape.
+    """
+    T = len(targets)
+    rows = np.arange(T)
+    ### BEGIN SOLUTION
+    z = logits - logits.max(axis=1, keepdims=True)  # the same softmax, and no overflow in exp
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    loss = float((np.log(s[:, 0]) - z[rows, targets]).mean())
+    dlogits = e / s
+    dlogits[rows, targets] -= 1.0
+    dlogits /= T
+    ### END SOLUTION
+    return loss, dlogits
+
+
+def rnn_backward(p, inputs, hs, dlogits):
+    r"""Backpropagation through time for :func:`rnn_forward`: the gradient of every parameter.
+
+    ``hs``: the hidden states :func:`rnn_forward` returned; ``dlogits`` (T, V): the loss's gradient
+    with respect to the logits. Going backwards from t = T, with δh_{T+1} terms zero::
+
+        dW   = Σ_t δo_t h_tᵀ            db_o = Σ_t δo_t
+        δh_t = Wᵀ δo_t + Vᵀ δz_{t+1}     the second term carries the gradient back through time
+        δz_t = δh_t ∘ (1 − h_t²)         tanh′ = 1 − tanh²
+        dU   = Σ_t δz_t x_tᵀ            dV = Σ_t δz_t h_{t-1}ᵀ      db_h = Σ_t δz_t
+
+    Returns a dict with the keys and shapes of ``p``.
+    """
+    T, H = len(inputs), p["V"].shape[0]
+    dz = np.zeros((T, H))
+    dh_next = np.zeros(H)  # Vᵀ δz_{t+1}: zero after the last step
+    ### BEGIN SOLUTION
+    dh_out = dlogits @ p["W"]  # Wᵀ δo_t for every t at once: (T, H)
+    for t in reversed(range(T)):
+        dz[t] = (dh_out[t] + dh_next) * (1.0 - hs[t + 1] ** 2)
+        dh_next = p["V"].T @ dz[t]
+    ### END SOLUTION
+    return {"U": dz.T @ one_hot(inputs, p["U"].shape[1]), "V": dz.T @ hs[:-1], "W": dlogits.T @ hs[1:],
+            "b_h": dz.sum(axis=0), "b_o": dlogits.sum(axis=0)}
+
+
+# ---------------------------------------------------------------------------
+# The LSTM's maths (exercises E, F)
+# ---------------------------------------------------------------------------
+
+GATES = ("f", "i", "g", "o")
+
+
+def lstm_forward(p, inputs, state=None):
+    r"""The LSTM's forward pass over one sequence.
+
+    ``p``: the gates' ``W_f, W_i, W_g, W_o`` (H, H+V) and ``b_f, b_i, b_g, b_o`` (H,), the read-out
+    ``W_v`` (V, H) and ``b_v`` (V,); ``inputs``: (T,) token indices; ``state``: ``(h_0, c_0)`` or
+    ``None`` (zeros). For every step t, with z_t = [h_{t-1}; x_t] (h first, then the one-hot x)::
+
+        f_t = σ(W_f z_t + b_f)     i_t = σ(W_i z_t + b_i)     g_t = tanh(W_g z_t + b_g)     o_t = σ(W_o z_t + b_o)
+        c_t = f_t ∘ c_{t-1} + i_t ∘ g_t        h_t = o_t ∘ tanh(c_t)        v_t = W_v h_t + b_v
+
+    Returns the logits v (T, V) and the cache for the backward pass: ``h`` and ``c`` (T + 1, H)
+    with row 0 the initial state, and the gates ``f``, ``i``, ``g``, ``o`` (T, H).
+    """
+    T, H, V = len(inputs), p["b_f"].shape[0], p["b_v"].shape[0]
+    h, c = np.zeros((T + 1, H)), np.zeros((T + 1, H))
+    if state is not None:
+        h[0], c[0] = state
+    f, i, g, o = (np.zeros((T, H)) for _ in GATES)
+    x = one_hot(inputs, V)
+    ### BEGIN SOLUTION
+    for t in range(T):
+        z = np.concatenate([h[t], x[t]])
+        f[t] = sigmoid(p["W_f"] @ z + p["b_f"])
+        i[t] = sigmoid(p["W_i"] @ z + p["b_i"])
+        g[t] = np.tanh(p["W_g"] @ z + p["b_g"])
+        o[t] = sigmoid(p["W_o"] @ z + p["b_o"])
+        c[t + 1] = f[t] * c[t] + i[t] * g[t]
+        h[t + 1] = o[t] * np.tanh(c[t + 1])
+    logits = h[1:] @ p["W_v"].T + p["b_v"]
+    ### END SOLUTION
+    return logits, {"h": h, "c": c, "f": f, "i": i, "g": g, "o": o}
+
+
+def lstm_backward(p, inputs, cache, dlogits):
+    r"""Backpropagation through time for :func:`lstm_forward`: the gradient of every parameter.
+
+    Going backwards from t = T (δ terms of step T + 1 are zero), with W_h the h-columns of the
+    four gate matrices stacked (4H, H) and σ′ = σ(1 − σ)::
+
+        δh_t = W_vᵀ δv_t + W_hᵀ δa_{t+1}
+        δc_t = δh_t ∘ o_t ∘ (1 − tanh² c_t) + δc_{t+1} ∘ f_{t+1}
+        δa_t = [δc_t ∘ c_{t-1} ∘ f_t(1 − f_t);  δc_t ∘ g_t ∘ i_t(1 − i_t);
+                δc_t ∘ i_t ∘ (1 − g_t²);        δh_t ∘ tanh c_t ∘ o_t(1 − o_t)]    (f, i, g, o)
+        dW_• = Σ_t δa•_t z_tᵀ      db_• = Σ_t δa•_t      dW_v = Σ_t δv_t h_tᵀ      db_v = Σ_t δv_t
+
+    Returns a dict with the keys and shapes of ``p``.
+    """
+    T, H, V = len(inputs), p["b_f"].shape[0], p["b_v"].shape[0]
+    h, c, f, i, g, o = (cache[k] for k in ("h", "c", "f", "i", "g", "o"))
+    W_h = np.concatenate([p[f"W_{k}"][:, :H] for k in GATES])  # (4H, H)
+    da = np.zeros((T, 4 * H))  # the gates' pre-activation gradients, f i g o side by side
+    dh_next, dc_next = np.zeros(H), np.zeros(H)  # W_hᵀ δa_{t+1} and δc_{t+1} ∘ f_{t+1}
+    ### BEGIN SOLUTION
+    for t in reversed(range(T)):
+        tanh_c = np.tanh(c[t + 1])
+        dh = p["W_v"].T @ dlogits[t] + dh_next
+        dc = dh * o[t] * (1.0 - tanh_c**2) + dc_next
+        da[t, :H] = dc * c[t] * f[t] * (1.0 - f[t])  # the forget gate scales c_{t-1}: c[t] here
+        da[t, H : 2 * H] = dc * g[t] * i[t] * (1.0 - i[t])
+        da[t, 2 * H : 3 * H] = dc * i[t] * (1.0 - g[t] ** 2)
+        da[t, 3 * H :] = dh * tanh_c * o[t] * (1.0 - o[t])
+        dh_next = W_h.T @ da[t]
+        dc_next = dc * f[t]
+    ### END SOLUTION
+    z = np.concatenate([h[:-1], one_hot(inputs, V)], axis=1)  # z_t = [h_{t-1}; x_t], (T, H+V)
+    grads = {"W_v": dlogits.T @ h[1:], "b_v": dlogits.sum(axis=0)}
+    for k, d in zip(GATES, np.split(da, 4, axis=1)):
+        grads[f"W_{k}"], grads[f"b_{k}"] = d.T @ z, d.sum(axis=0)
+    return grads
+
+
+# ---------------------------------------------------------------------------
+# Clipping and the updates (exercises G, H, I, J)
+# ---------------------------------------------------------------------------
+
+
+def global_norm(grads):
+    """The norm of all the gradients as one vector: √(Σ over every array of its squared entries)."""
+    ### BEGIN SOLUTION
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+    ### END SOLUTION
+
+
+def clip_grad_norm(grads, max_norm):
+    """Scale every gradient in place by ``max_norm / norm`` when their global norm is larger, so
+    that it becomes ``max_norm`` (the direction is kept); return the norm before clipping.
+
+    (``torch.nn.utils.clip_grad_norm_`` and the lab divide by ``norm + 1e-6``, which stops
+    just short of the cap; the difference is below 1e-5 relative for any norm above 0.25.)
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, not {max_norm}")
+    norm = global_norm(grads)
+    ### BEGIN SOLUTION
+    if norm > max_norm:
+        for g in grads.values():
+            g *= max_norm / norm
+    ### END SOLUTION
+    return norm
+
+
+def sgd_update(param, grad, lr):
+    """Plain gradient descent, in place: θ ← θ − lr · g."""
+    ### BEGIN SOLUTION
+    param -= grad * lr
+    ### END SOLUTION
+
+
+def adam_update(param, grad, m, v, t, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """One step of Adam with decoupled weight decay (``torch.optim.AdamW``), in place on ``param``,
+    ``m`` and ``v``; ``t`` = 1, 2, … counts the steps::
+
+        θ ← θ (1 − lr · λ)                                   decoupled weight decay
+        m ← β₁ m + (1 − β₁) g          v ← β₂ v + (1 − β₂) g²
+        θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)     m and v corrected for their start at 0
+    """
+    ### BEGIN SOLUTION
+    param *= 1.0 - lr * weight_decay
+    m += (grad - m) * (1.0 - beta1)  # as torch: m.lerp_(g, 1 − β₁)
+    v *= beta2
+    v += grad * (1.0 - beta2) * grad
+    param -= m / (np.sqrt(v) / math.sqrt(1.0 - beta2**t) + eps) * (lr / (1.0 - beta1**t))
+    ### END SOLUTION
+
+
+@dataclass(frozen=True)
+class Maths:
+    """The lab's functions a net and its optimiser run: the package's by default (:data:`MATHS`).
+    A notebook's exercises make one from the student's functions (``Maths(rnn_forward=mine)``)."""
+
+    rnn_forward: Callable = rnn_forward
+    rnn_backward: Callable = rnn_backward
+    lstm_forward: Callable = lstm_forward
+    lstm_backward: Callable = lstm_backward
+    softmax_cross_entropy: Callable = softmax_cross_entropy
+    global_norm: Callable = global_norm
+    clip_grad_norm: Callable = clip_grad_norm
+    sgd_update: Callable = sgd_update
+    adam_update: Callable = adam_update
+
+    def own(self) -> list[str]:
+        """The functions that are not the package's."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not getattr(MATHS, f.name)]
+
+
+MATHS = Maths()
+
+
+# ---------------------------------------------------------------------------
+# The two networks
+# ---------------------------------------------------------------------------
 
 
 class NumpyNet:
-    """What both networks share: the flat parameter buffer and the dict of views into it."""
+    """What both networks share: the flat parameter buffer, the dict of views into it, and the
+    maths they run (:class:`Maths`)."""
 
     vocab_size: int
     hidden_size: int
     shapes: dict[str, tuple[int, ...]]
+    maths: Maths
 
     def _allocate(self) -> None:
         self.flat = np.zeros(sum(math.prod(s) for s in self.shapes.values()))
         self.params = _views(self.flat, self.shapes)
 
-    def _new_grads(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        g = np.zeros_like(self.flat)
-        return g, _views(g, self.shapes)
-
     def new_grads(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """A gradient buffer (flat, and the dict of views) for ``loss_and_grads(..., out=)``."""
-        return self._new_grads()
+        g = np.zeros_like(self.flat)
+        return g, _views(g, self.shapes)
 
     @property
     def n_params(self) -> int:
@@ -145,30 +382,38 @@ class NumpyNet:
         logits, _ = self.forward(inputs)
         return cross_entropy(logits, _indices(targets, self.vocab_size))
 
+    def loss_and_grads(self, inputs, targets, out=None):
+        """The mean cross-entropy and its gradient, by the hand-written backward pass.
+
+        ``out``: a buffer from :meth:`new_grads` to write the gradient into (every entry is
+        overwritten) instead of a new one; a training loop reuses one. The gradient comes back
+        as views into one flat buffer, as the optimisers' fast path wants it.
+        """
+        ids, tgt = _indices(inputs, self.vocab_size), _indices(targets, self.vocab_size)
+        if len(ids) != len(tgt):
+            raise ValueError(f"inputs and targets differ in length ({len(ids)} vs {len(tgt)})")
+        logits, cache = self._forward(ids, None)
+        loss, dlogits = self.maths.softmax_cross_entropy(logits, tgt)
+        grads = self._backward(ids, cache, dlogits)
+        gflat, g = self.new_grads() if out is None else out
+        for k, v in g.items():
+            v[...] = grads[k]
+        return loss, g
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size}, hidden_size={self.hidden_size}, params={self.n_params})"
 
 
-# ---------------------------------------------------------------------------
-# The RNN
-# ---------------------------------------------------------------------------
-
-
 class NumpyRNN(NumpyNet):
-    r"""An Elman RNN with a softmax read-out, as in the lab.
+    r"""An Elman RNN with a softmax read-out, as in the lab (:func:`rnn_forward`, :func:`rnn_backward`).
 
-    For each step t, with :math:`x_t` one-hot::
-
-        h_t = tanh(U x_t + V h_{t-1} + b_h)        h_0 = 0
-        o_t = W h_t + b_o                          (logits; softmax gives the next-token distribution)
-
-    Parameters: ``U`` (H, V), ``V`` (H, H), ``W`` (V, H), ``b_h`` (H,), ``b_o`` (V,);
-    the matrices start orthogonal, the biases at zero. At V=27, H=64 that is 7643
-    parameters (``nn.RNN`` + Linear has 7707: PyTorch keeps two hidden biases).
+    Parameters: ``U`` (H, V), ``V`` (H, H), ``W`` (V, H), ``b_h`` (H,), ``b_o`` (V,); the matrices
+    start orthogonal, the biases at zero. At V=27, H=64 that is 7643 parameters (``nn.RNN`` +
+    Linear has 7707: PyTorch keeps two hidden biases).
     """
 
-    def __init__(self, vocab_size: int, hidden_size: int, seed: int = 0):
-        self.vocab_size, self.hidden_size, self.seed = int(vocab_size), int(hidden_size), seed
+    def __init__(self, vocab_size: int, hidden_size: int, seed: int = 0, maths: Maths = MATHS):
+        self.vocab_size, self.hidden_size, self.seed, self.maths = int(vocab_size), int(hidden_size), seed, maths
         H, V = self.hidden_size, self.vocab_size
         self.shapes = {"U": (H, V), "V": (H, H), "W": (V, H), "b_h": (H,), "b_o": (V,)}
         self._allocate()
@@ -176,94 +421,32 @@ class NumpyRNN(NumpyNet):
         for k in ("U", "V", "W"):
             self.params[k][...] = orthogonal(rng, *self.shapes[k])
 
-    def _run(self, ids: np.ndarray, h0: np.ndarray | None):
-        p = self.params
-        T, H = len(ids), self.hidden_size
-        xu = p["U"][:, ids].T + p["b_h"]  # U x_t + b_h for every t at once: (T, H)
-        hs = np.empty((T + 1, H))  # hs[0] = h_0, hs[t] = h_t
-        hs[0] = 0.0 if h0 is None else h0
-        Vm = p["V"]
-        for t in range(T):  # only the recurrence runs step by step
-            np.tanh(xu[t] + Vm @ hs[t], out=hs[t + 1])
-        logits = hs[1:] @ p["W"].T + p["b_o"]  # the read-out for every t at once: (T, V)
-        return logits, hs
+    def _forward(self, ids, h0):
+        return self.maths.rnn_forward(self.params, ids, h0)
+
+    def _backward(self, ids, hs, dlogits):
+        return self.maths.rnn_backward(self.params, ids, hs, dlogits)
 
     def forward(self, inputs, state: np.ndarray | None = None):
         """Logits (T, V) for the sequence, and the last hidden state (to continue from)."""
-        logits, hs = self._run(_indices(inputs, self.vocab_size), state)
+        logits, hs = self._forward(_indices(inputs, self.vocab_size), state)
         return logits, hs[-1].copy()
-
-    def loss_and_grads(self, inputs, targets, out=None):
-        r"""The mean cross-entropy and its gradient, by backpropagation through time.
-
-        ``out``: a buffer from :meth:`new_grads` to write the gradient into (every entry is
-        overwritten), instead of new arrays; a training loop reuses one.
-
-        With :math:`\delta o_t = (\mathrm{softmax}(o_t) - y_t)/T` (the gradient of the mean
-        cross-entropy with respect to the logits)::
-
-            dW   = Σ_t δo_t h_tᵀ            db_o = Σ_t δo_t
-            δh_t = Wᵀ δo_t + Vᵀ δz_{t+1}     (the second term is zero at t = T)
-            δz_t = δh_t ∘ (1 − h_t²)         (tanh′)
-            dU   = Σ_t δz_t x_tᵀ            dV = Σ_t δz_t h_{t-1}ᵀ      db_h = Σ_t δz_t
-
-        Only the δh/δz recursion runs backwards step by step; the sums are matrix products.
-        """
-        ids, tgt = _indices(inputs, self.vocab_size), _indices(targets, self.vocab_size)
-        if len(ids) != len(tgt):
-            raise ValueError(f"inputs and targets differ in length ({len(ids)} vs {len(tgt)})")
-        p = self.params
-        logits, hs = self._run(ids, None)
-        loss, do = _ce_and_grad(logits, tgt)
-        gflat, g = self._new_grads() if out is None else out
-        np.matmul(do.T, hs[1:], out=g["W"])
-        g["b_o"][...] = do.sum(axis=0)
-        dh_out = do @ p["W"]  # Wᵀ δo_t for every t: (T, H)
-        tanh_d = 1.0 - hs[1:] ** 2
-        dz = np.empty_like(dh_out)
-        VT = p["V"].T
-        dh_next = np.zeros(self.hidden_size)
-        for t in range(len(ids) - 1, -1, -1):
-            np.multiply(dh_out[t] + dh_next, tanh_d[t], out=dz[t])
-            dh_next = VT @ dz[t]
-        np.matmul(dz.T, hs[:-1], out=g["V"])
-        np.matmul(dz.T, _one_hot(ids, self.vocab_size), out=g["U"])
-        g["b_h"][...] = dz.sum(axis=0)
-        return loss, g
-
-
-# ---------------------------------------------------------------------------
-# The LSTM
-# ---------------------------------------------------------------------------
 
 
 class NumpyLSTM(NumpyNet):
-    r"""An LSTM with a linear read-out, as in the lab.
+    r"""An LSTM with a linear read-out, as in the lab (:func:`lstm_forward`, :func:`lstm_backward`).
 
-    For each step t, with :math:`z_t = [h_{t-1}; x_t]` (concatenation) and σ the logistic
-    function::
-
-        f_t = σ(W_f z_t + b_f)          forget gate
-        i_t = σ(W_i z_t + b_i)          input gate
-        g_t = tanh(W_g z_t + b_g)       candidate
-        o_t = σ(W_o z_t + b_o)          output gate
-        c_t = f_t ∘ c_{t-1} + i_t ∘ g_t
-        h_t = o_t ∘ tanh(c_t)           h_0 = c_0 = 0
-        v_t = W_v h_t + b_v             (logits)
-
-    Parameters: ``W_f, W_i, W_g, W_o`` (H, H+V) — the first H columns act on
-    :math:`h_{t-1}`, the last V on :math:`x_t` — ``b_f, b_i, b_g, b_o`` (H,), ``W_v`` (V, H),
-    ``b_v`` (V,). Weights start orthogonal, biases at zero. At V=27, H=64 that is 25307
-    parameters (``nn.LSTM`` + Linear has 25563: PyTorch keeps two biases per gate).
-
-    The four gate matrices lie one after another in memory, so ``W_f..W_o`` together are
-    one (4H, H+V) block and one matrix-vector product per step computes all four gates.
+    Parameters: ``W_f, W_i, W_g, W_o`` (H, H+V) — the first H columns act on h_{t-1}, the last
+    V on x_t — ``b_f, b_i, b_g, b_o`` (H,), ``W_v`` (V, H), ``b_v`` (V,). Weights start
+    orthogonal, biases at zero. At V=27, H=64 that is 25307 parameters (``nn.LSTM`` + Linear has
+    25563: PyTorch keeps two biases per gate). The four gate matrices lie one after another in
+    memory: together they are one (4H, H+V) block, which the compiled kernels use.
     """
 
-    GATES = ("f", "i", "g", "o")
+    GATES = GATES
 
-    def __init__(self, vocab_size: int, hidden_size: int, seed: int = 0):
-        self.vocab_size, self.hidden_size, self.seed = int(vocab_size), int(hidden_size), seed
+    def __init__(self, vocab_size: int, hidden_size: int, seed: int = 0, maths: Maths = MATHS):
+        self.vocab_size, self.hidden_size, self.seed, self.maths = int(vocab_size), int(hidden_size), seed, maths
         H, V = self.hidden_size, self.vocab_size
         self.shapes = {f"W_{k}": (H, H + V) for k in self.GATES}
         self.shapes.update({f"b_{k}": (H,) for k in self.GATES})
@@ -272,143 +455,29 @@ class NumpyLSTM(NumpyNet):
         rng = np.random.default_rng(seed)
         for k in (*(f"W_{g}" for g in self.GATES), "W_v"):
             self.params[k][...] = orthogonal(rng, *self.shapes[k])
-        # σ(a) = (1 + tanh(a/2)) / 2: one tanh over all four gates, then an affine map.
-        self._half = np.repeat([0.5, 0.5, 1.0, 0.5], H)
-        self._add = np.repeat([0.5, 0.5, 0.0, 0.5], H)
 
-    def _blocks(self, grads: np.ndarray | None = None):
-        """The (4H, H+V) gate block and the (4H,) bias block, as views of ``flat`` (or ``grads``)."""
+    def _blocks(self, buffer: np.ndarray | None = None):
+        """The (4H, H+V) gate block and the (4H,) bias block, as views of ``flat`` (or ``buffer``)."""
         H, V = self.hidden_size, self.vocab_size
-        src = self.flat if grads is None else grads
+        src = self.flat if buffer is None else buffer
         n = 4 * H * (H + V)
         return src[:n].reshape(4 * H, H + V), src[n : n + 4 * H]
 
-    def _run(self, ids: np.ndarray, state):
-        H = self.hidden_size
-        T = len(ids)
-        Wg, bg = self._blocks()
-        half, add = self._half, self._add
-        # The input part of every gate for every step at once, pre-scaled for the tanh trick.
-        ax = (Wg[:, H:][:, ids].T + bg) * half  # (T, 4H)
-        Wh = Wg[:, :H] * half[:, None]  # (4H, H)
-        acts = np.empty((T, 4 * H))  # f, i, g, o per step
-        hs = np.empty((T + 1, H))
-        cs = np.empty((T + 1, H))
-        tcs = np.empty((T, H))  # tanh(c_t)
-        if state is None:
-            hs[0] = 0.0
-            cs[0] = 0.0
-        else:
-            hs[0], cs[0] = state
-        for t in range(T):
-            a = acts[t]
-            np.tanh(ax[t] + Wh @ hs[t], out=a)
-            a *= half
-            a += add
-            np.multiply(a[:H], cs[t], out=cs[t + 1])
-            cs[t + 1] += a[H : 2 * H] * a[2 * H : 3 * H]
-            np.tanh(cs[t + 1], out=tcs[t])
-            np.multiply(a[3 * H :], tcs[t], out=hs[t + 1])
-        logits = hs[1:] @ self.params["W_v"].T + self.params["b_v"]
-        return logits, (acts, hs, cs, tcs)
+    def _forward(self, ids, state):
+        return self.maths.lstm_forward(self.params, ids, state)
+
+    def _backward(self, ids, cache, dlogits):
+        return self.maths.lstm_backward(self.params, ids, cache, dlogits)
 
     def forward(self, inputs, state=None):
         """Logits (T, V) for the sequence, and the last (h, c) (to continue from)."""
-        logits, (_, hs, cs, _) = self._run(_indices(inputs, self.vocab_size), state)
-        return logits, (hs[-1].copy(), cs[-1].copy())
-
-    def loss_and_grads(self, inputs, targets, out=None):
-        r"""The mean cross-entropy and its gradient, by backpropagation through time.
-
-        ``out``: a buffer from :meth:`new_grads` to write the gradient into (every entry is
-        overwritten), instead of new arrays; a training loop reuses one.
-
-        With δv_t = (softmax(v_t) − y_t)/T, going backwards from t = T (where δh_{T+1}
-        and δc_{T+1} terms are zero)::
-
-            dW_v  = Σ_t δv_t h_tᵀ                    db_v = Σ_t δv_t
-            δh_t  = W_vᵀ δv_t + W_hᵀ δa_{t+1}        (W_h: the h-columns of all four gates)
-            δc_t  = δh_t ∘ o_t ∘ (1 − tanh²c_t) + δc_{t+1} ∘ f_{t+1}
-            δf_t  = δc_t ∘ c_{t-1} ∘ f_t(1 − f_t)     (pre-activation gradients, σ′ = σ(1 − σ))
-            δi_t  = δc_t ∘ g_t ∘ i_t(1 − i_t)
-            δg_t  = δc_t ∘ i_t ∘ (1 − g_t²)
-            δo_t  = δh_t ∘ tanh c_t ∘ o_t(1 − o_t)
-            δa_t  = [δf_t; δi_t; δg_t; δo_t]
-            dW_•  = Σ_t δa_t z_tᵀ                    db_• = Σ_t δa_t
-
-        The factors that do not depend on δ (c_{t-1} f(1−f), …) are computed for all t
-        before the loop, so each backward step is a few vector operations and one
-        matrix-vector product.
-        """
-        ids, tgt = _indices(inputs, self.vocab_size), _indices(targets, self.vocab_size)
-        if len(ids) != len(tgt):
-            raise ValueError(f"inputs and targets differ in length ({len(ids)} vs {len(tgt)})")
-        H, T = self.hidden_size, len(ids)
-        p = self.params
-        logits, (acts, hs, cs, tcs) = self._run(ids, None)
-        loss, dv = _ce_and_grad(logits, tgt)
-        gflat, g = self._new_grads() if out is None else out
-        np.matmul(dv.T, hs[1:], out=g["W_v"])
-        g["b_v"][...] = dv.sum(axis=0)
-        dh_out = dv @ p["W_v"]  # W_vᵀ δv_t for every t: (T, H)
-
-        f, i, gg, o = (acts[:, k * H : (k + 1) * H] for k in range(4))
-        # δa_t[:3H] = δc_t * P_t and δa_t[3H:] = δh_t * Q_t, with
-        P = np.empty((T, 3, H))
-        P[:, 0] = cs[:-1] * f * (1.0 - f)
-        P[:, 1] = gg * i * (1.0 - i)
-        P[:, 2] = i * (1.0 - gg * gg)
-        Q = tcs * o * (1.0 - o)
-        K = o * (1.0 - tcs * tcs)  # δc_t gets δh_t * K_t
-        da = np.empty((T, 4 * H))
-        da3 = da[:, : 3 * H].reshape(T, 3, H)
-        Wg, _ = self._blocks()
-        WhT = Wg[:, :H].T
-        dh_next, dc_next = np.zeros(H), np.zeros(H)  # W_hᵀ δa_{t+1}; δc_{t+1} ∘ f_{t+1}
-        for t in range(T - 1, -1, -1):
-            dh = dh_out[t] + dh_next
-            dc = dc_next + dh * K[t]
-            np.multiply(P[t], dc, out=da3[t])
-            np.multiply(Q[t], dh, out=da[t, 3 * H :])
-            dc_next = dc * f[t]
-            dh_next = WhT @ da[t]
-        gW, gb = self._blocks(gflat)
-        np.matmul(da.T, hs[:-1], out=gW[:, :H])
-        gW[:, H:] = da.T @ _one_hot(ids, self.vocab_size)
-        gb[...] = da.sum(axis=0)
-        return loss, g
+        logits, cache = self._forward(_indices(inputs, self.vocab_size), state)
+        return logits, (cache["h"][-1].copy(), cache["c"][-1].copy())
 
 
 # ---------------------------------------------------------------------------
-# Clipping and optimisers
+# The optimisers
 # ---------------------------------------------------------------------------
-
-
-def global_norm(grads: dict[str, np.ndarray]) -> float:
-    """√(Σ over every array of the sum of its squared entries)."""
-    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
-
-
-def clip_grad_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
-    """Scale ``grads`` in place so their global norm is at most ``max_norm``; return the norm before.
-
-    When the norm exceeds ``max_norm`` every gradient is multiplied by ``max_norm / norm``,
-    so the clipped norm is ``max_norm`` exactly (up to rounding). The lab, like
-    ``torch.nn.utils.clip_grad_norm_``, divides by ``norm + 1e-6``, which stops just
-    short of the cap; the difference is below 1e-5 relative for any norm above 0.25.
-    """
-    if not max_norm > 0:
-        raise ValueError(f"max_norm must be positive, not {max_norm}")
-    norm = global_norm(grads)
-    if norm > max_norm:
-        scale = max_norm / norm
-        flat = _flat_base(list(grads.values()))
-        if flat is not None:
-            flat *= scale
-        else:
-            for g in grads.values():
-                g *= scale
-    return norm
 
 
 def _flat_base(arrays: list[np.ndarray]) -> np.ndarray | None:
@@ -431,10 +500,10 @@ def _flat_base(arrays: list[np.ndarray]) -> np.ndarray | None:
 class _Optimizer:
     n_state = 0  # per-parameter state arrays (Adam: 2)
 
-    def __init__(self, params: dict[str, np.ndarray], lr: float):
+    def __init__(self, params: dict[str, np.ndarray], lr: float, maths: Maths = MATHS):
         if not lr > 0:
             raise ValueError(f"lr must be positive, not {lr}")
-        self.params, self.lr = params, float(lr)
+        self.params, self.lr, self.maths = params, float(lr), maths
         self.keys = list(params)
         for k, v in params.items():
             if v.dtype != np.float64:
@@ -446,14 +515,6 @@ class _Optimizer:
         shapes = {k: params[k].shape for k in self.keys}
         self.state_flat = [np.zeros(size) for _ in range(self.n_state)]
         self.state = [_views(b, shapes) for b in self.state_flat]
-        self._tmp: dict[tuple, np.ndarray] = {}
-
-    def _scratch(self, p: np.ndarray) -> np.ndarray:
-        """A reusable array shaped like ``p`` for intermediate results."""
-        tmp = self._tmp.get(p.shape)
-        if tmp is None:
-            tmp = self._tmp[p.shape] = np.empty(p.shape)
-        return tmp
 
     def _pairs(self, grads: dict[str, np.ndarray]):
         """(parameter, gradient, state arrays) to update: one flat triple when all tile one buffer."""
@@ -467,70 +528,53 @@ class _Optimizer:
 
 
 class SGD(_Optimizer):
-    """Plain gradient descent: θ ← θ − lr · g (the lab's optimiser)."""
+    """Plain gradient descent, :func:`sgd_update` on every parameter (the lab's optimiser)."""
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         for p, g, _ in self._pairs(grads):
-            tmp = self._scratch(p)
-            np.multiply(g, self.lr, out=tmp)  # lr · g
-            p -= tmp
+            self.maths.sgd_update(p, g, self.lr)
 
 
 class AdamW(_Optimizer):
-    """Adam with decoupled weight decay, step for step as ``torch.optim.AdamW`` computes it.
-
-    For step t = 1, 2, …, with gradient g::
-
-        θ ← θ (1 − lr · λ)                               decoupled weight decay
-        m ← β₁ m + (1 − β₁) g                            (torch: m.lerp_(g, 1 − β₁))
-        v ← β₂ v + (1 − β₂) g²
-        θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
-
-    Defaults are PyTorch's: β = (0.9, 0.999), ε = 1e-8, λ = 0.01. With λ = 0 this is Adam.
-    """
+    """Adam with decoupled weight decay, :func:`adam_update` on every parameter: step for step what
+    ``torch.optim.AdamW`` computes. Defaults are PyTorch's: β = (0.9, 0.999), ε = 1e-8, λ = 0.01.
+    With λ = 0 this is Adam."""
 
     n_state = 2
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
-        super().__init__(params, lr)
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
+                 maths: Maths = MATHS):
+        super().__init__(params, lr, maths)
         self.beta1, self.beta2 = map(float, betas)
         self.eps, self.weight_decay = float(eps), float(weight_decay)
         self.t = 0
 
     def next_step(self) -> tuple[float, float]:
-        """Count one more step; its ``lr / (1 − β₁ᵗ)`` and ``√(1 − β₂ᵗ)``."""
+        """Count one more step; its ``lr / (1 − β₁ᵗ)`` and ``√(1 − β₂ᵗ)`` (the compiled update's inputs)."""
         self.t += 1
         bc1 = 1.0 - self.beta1**self.t
         return self.lr / bc1, math.sqrt(1.0 - self.beta2**self.t)
 
     def step(self, grads: dict[str, np.ndarray]) -> None:
         pairs = self._pairs(grads)
-        step_size, bc2_sqrt = self.next_step()
-        b1, b2 = self.beta1, self.beta2
+        self.next_step()
         for p, g, (m, v) in pairs:
-            # m ← m + (g − m)(1 − β₁); v ← β₂ v + (1 − β₂) g g; p ← p − step_size · m / (√v / √bc₂ + ε),
-            # written with one scratch array instead of a temporary per operation (the same
-            # operations in the same order, so the same numbers; temporaries of the Dino LSTM's
-            # 25307 float64s cost more than the arithmetic).
-            tmp = self._scratch(p)
-            if self.weight_decay:
-                p *= 1.0 - self.lr * self.weight_decay
-            np.subtract(g, m, out=tmp)
-            tmp *= 1.0 - b1
-            m += tmp  # lerp, as torch does it
-            v *= b2
-            np.multiply(g, 1.0 - b2, out=tmp)
-            tmp *= g
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp /= bc2_sqrt
-            tmp += self.eps
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp
+            self.maths.adam_update(p, g, m, v, self.t, lr=self.lr, beta1=self.beta1, beta2=self.beta2, eps=self.eps,
+                                   weight_decay=self.weight_decay)
 
 
 __all__ = [
+    "Maths",
+    "MATHS",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_forward",
+    "lstm_backward",
+    "softmax_cross_entropy",
+    "sgd_update",
+    "adam_update",
+    "one_hot",
+    "sigmoid",
     "NumpyRNN",
     "NumpyLSTM",
     "SGD",

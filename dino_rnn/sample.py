@@ -7,6 +7,7 @@ from the softmax at a temperature, with its own seeded generator so a run repeat
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,8 +27,12 @@ def generate(
 ) -> str:
     """A name that begins with ``start``, continued until '.' or ``max_length`` characters.
 
-    ``temperature=None`` (or 0) is greedy; a positive temperature samples from
-    ``softmax(logits / temperature)`` using ``generator``.
+    The model reads ``start`` (its one-hot rows, ``vocab.one_hot(vocab.encode(start))``); then,
+    from the last row of logits, the next character is picked: ``temperature=None`` (or 0) is
+    greedy (the most likely), a positive temperature samples from ``softmax(logits / temperature)``
+    with ``torch.multinomial(..., generator=generator)``. The end marker (``vocab.end``) stops the
+    name and is not part of it; any other character is added and fed back to the model with the
+    state it returned, until the name has ``max_length`` characters.
     """
     if temperature is not None and temperature < 0:
         raise ValueError(f"temperature must be positive (or None for greedy), not {temperature}")
@@ -35,6 +40,7 @@ def generate(
         raise ValueError("start must be at least one character")
     model.eval()
     device = next(model.parameters()).device
+    ### BEGIN SOLUTION
     ids = vocab.encode(start)
     logits, state = model(vocab.one_hot(ids).to(device))
     out = list(start)
@@ -50,6 +56,7 @@ def generate(
         out.append(vocab.itos[nxt])
         logits, state = model(vocab.one_hot([nxt]).to(device), state)
     return "".join(out)
+    ### END SOLUTION
 
 
 def sample_names(
@@ -60,8 +67,10 @@ def sample_names(
     starts: str | None = None,
     temperature: float | None = None,
     seed: int = 0,
+    generate: Callable = generate,
 ) -> list[dict]:
-    """One name per start letter (a–z that are in the vocabulary), each marked new or not.
+    """One name per start letter (a–z that are in the vocabulary), each marked new or not,
+    made by ``generate`` (this module's, or one of your own: notebook 01's exercise).
 
     Returns ``[{"start": "a", "name": "...", "new": True}, ...]``; "new" means the name is
     not one of ``training_names``.

@@ -7,6 +7,9 @@ column of the report, the axis of a sweep grid and the key the claims read. :dat
 lists, once, the settings that make a run's numbers (runs sharing them differ by seed only),
 and :func:`settings_of` reads them back from a metrics JSON.
 
+:func:`same_source` says whether a function given in place of the package's (notebook 01's
+exercises, :meth:`Experiment.use <dino_rnn.experiment.Experiment.use>`) is the package's own.
+
 Parameter checks shared by the notebooks' ``parameters`` cells and the CLI:
 
 Every check raises :class:`ParameterError` with one line that names the parameter, the
@@ -25,9 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
 import os
 import re
+import textwrap
 
 
 # The four Dino Names models (dino_rnn.models builds them): here, where checking an --arch needs no torch.
@@ -37,6 +42,18 @@ ARCHITECTURES = ("scratch", "rnn", "lstm", "gru")
 AUTOGRAD, WRITTEN_OUT, NUMPY = "autograd", "written-out", "numpy"
 MAX_SEEDS = 100  # seeds per study; the environment variable DINO_RNN_MAX_SEEDS overrides it
 MAX_SEED = 2**64 - 1  # the largest seed torch.manual_seed accepts
+
+
+def same_source(fn, reference) -> bool:
+    """Whether ``fn`` is ``reference`` or was defined from the same source text (a notebook's
+    solution cell defines the package's function again, character for character)."""
+    if fn is reference:
+        return True
+    try:
+        a, b = inspect.getsource(fn), inspect.getsource(reference)
+    except (OSError, TypeError):
+        return False
+    return textwrap.dedent(a).strip() == textwrap.dedent(b).strip()
 
 
 class ParameterError(ValueError):

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dino_rnn.data import Example
-from dino_rnn.numpy_nets import NumpyNet, clip_grad_norm
+from dino_rnn.numpy_nets import NumpyNet
 from dino_rnn.settings import AUTOGRAD, NUMPY
 
 
@@ -81,34 +81,67 @@ def pairs_of(examples: list[Example], device: torch.device | None = None) -> lis
 # ---------------------------------------------------------------------------
 
 
-class Step:
-    """One training step of a PyTorch model on one name, in plain PyTorch.
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               clip: float | None = None) -> float:
+    """One training step on one name; its loss as a float.
 
-    ``step(x, y)`` is ``loss_and_grad`` (forward, loss, backward) then ``update`` (the
-    optimizer); ``dino-rnn bench`` times the two halves apart. ``evaluate``, ``snapshot``
-    and ``restore`` are what the epoch loop needs besides.
+    ``x`` holds the name's one-hot rows (T, V), ``y`` the index of the next character at each
+    step (T,). The forward pass gives ``logits, state = model(x)``; the loss is the mean
+    cross-entropy of ``logits`` against ``y``; the gradient comes from ``loss.backward()``, after
+    ``optimizer.zero_grad()`` clears the last step's; with ``clip`` (not None) the gradient is
+    scaled down to global norm ``clip`` if it is longer (``nn.utils.clip_grad_norm_``); then
+    ``optimizer.step()`` updates the parameters.
+    """
+    ### BEGIN SOLUTION
+    logits, _ = model(x)  # forward: (T, V) logits, one row per character of the name
+    loss = F.cross_entropy(logits, y)  # mean cross-entropy of the next characters
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # backpropagation through time, by autograd
+    if clip is not None:  # scale the whole gradient down to norm `clip` if it is longer
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()  # AdamW
+    return loss.item()
+    ### END SOLUTION
+
+
+class _StepLater:
+    """The optimizer as :meth:`Step.loss_and_grad` hands it to :func:`train_step`: ``zero_grad``
+    goes through, ``step`` waits for :meth:`Step.update`."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+
+    def zero_grad(self, *args, **kwargs) -> None:
+        self.optimizer.zero_grad(*args, **kwargs)
+
+    def step(self) -> None:
+        pass
+
+
+class Step:
+    """One training step of a PyTorch model on one name, in plain PyTorch: :func:`train_step`.
+
+    ``step(x, y)`` runs ``train_step`` (or the function given as ``train_step``: notebook 01's
+    exercise). ``dino-rnn bench`` times the package's in two halves: ``loss_and_grad`` is
+    ``train_step`` with the optimizer's ``step()`` held back (forward, loss, backward, clipping),
+    ``update`` is that ``step()``; together they are one ``train_step``. ``evaluate``,
+    ``snapshot`` and ``restore`` are what the epoch loop needs besides.
     """
 
     gradient = AUTOGRAD
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None = None):
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None = None,
+                 train_step=train_step):
         self.model, self.optimizer, self.clip = model, optimizer, clip
+        self.train_step = train_step
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> float:
-        loss = self.loss_and_grad(x, y)
-        self.update()
-        return loss
+        return self.train_step(self.model, self.optimizer, x, y, clip=self.clip)
 
     def loss_and_grad(self, x, y) -> float:
-        logits, _ = self.model(x)  # forward: (T, V) logits, one row per character of the name
-        loss = F.cross_entropy(logits, y)  # mean cross-entropy of the next characters
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # backpropagation through time, by autograd
-        return loss.item()
+        return train_step(self.model, _StepLater(self.optimizer), x, y, clip=self.clip)
 
     def update(self) -> None:
-        if self.clip is not None:  # scale the whole gradient down to norm `clip` if it is longer
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()  # AdamW
 
     def train(self) -> None:
@@ -144,7 +177,7 @@ class NumpyStep:
     def __call__(self, x, y) -> float:
         loss, grads = self.loss_and_grads(x, y)
         if self.clip:
-            clip_grad_norm(grads, self.clip)
+            self.net.maths.clip_grad_norm(grads, self.clip)  # the package's, or a student's (dino_rnn.numpy_nets.Maths)
         self.optimizer.step(grads)
         return loss
 

@@ -81,10 +81,11 @@ def test_the_cell_after_the_parameters_checks_the_names_first(path):
 
 
 def _names_bound(source: str) -> dict:
-    """Every name a cell binds: assigned ones hold a plain value (0 here), imported or defined ones an object."""
+    """Every name a cell binds in the notebook's namespace: assigned ones hold a plain value (0 here),
+    imported or defined ones an object. A function's locals are its own (an exercise's ``device``)."""
     tree = ast.parse("\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))))
     names = {}
-    for node in ast.walk(tree):
+    for node in _outside_functions(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names[node.id] = 0
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -92,6 +93,21 @@ def _names_bound(source: str) -> dict:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update({(a.asname or a.name).split(".")[0]: object() for a in node.names})
     return names
+
+
+def _outside_functions(tree):
+    """Every node of ``tree`` but those inside a function's or a class's body."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def test_a_function_s_locals_are_not_the_notebook_s_names():
+    names = _names_bound("X = 1\ndef f(a):\n    device = 2\n    return device\nfor i in range(2):\n    pass\n")
+    assert set(names) == {"X", "f", "i"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -149,14 +165,12 @@ def test_the_study_passes_only_declared_names():
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """A copy of the clone (package, notebooks, published table) in a tree of its own; the
+    """A copy of the clone (package with its published table, notebooks) in a tree of its own; the
     copy's package is the one imported (PYTHONPATH), so its results go into the copy."""
     tree = tmp_path_factory.mktemp("tree")
     c = tree / "clone"
     shutil.copytree(ROOT / "dino_rnn", c / "dino_rnn")  # with __pycache__: the compiled kernels' cache
     shutil.copytree(NOTEBOOK_DIR, c / "notebooks")
-    (c / "data").mkdir()
-    shutil.copy2(ROOT / "data" / "published_dino_names.csv", c / "data")
     return c
 
 

@@ -95,6 +95,7 @@ LAYERS = [
     ("settings", "files", "data", "models", "numpy_nets"),
     ("fast",),
     ("train", "sample", "plots", "experiment", "anbn", "lab"),
+    ("exercises",),
     ("report",),
     ("runner",),
     ("cli", "__main__"),

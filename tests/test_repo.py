@@ -144,7 +144,7 @@ def test_dataset_is_not_committed():
     files = committed_files()
     assert files, "run the tests from a git checkout"
     assert not [f for f in files if re.search(r"(^|/)dino_?names\.txt$", f, re.I)]
-    assert "data/README.md" in files and "data/published_dino_names.csv" in files
+    assert "data/README.md" in files and "dino_rnn/report/published_dino_names.csv" in files
 
 
 def test_runs_write_only_ignored_folders():

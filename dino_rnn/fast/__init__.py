@@ -23,12 +23,15 @@ Importing this package loads nothing heavy; numba loads with the first :func:`co
 
 from __future__ import annotations
 
-def unsupported(model) -> str | None:
-    """Why no compiled step applies to ``model`` (``None``: one does)."""
+def unsupported(model, optimizer=None) -> str | None:
+    """Why no compiled step applies to ``model`` and its optimizer (``None``: one does)."""
     from dino_rnn.numpy_nets import NumpyLSTM, NumpyNet, NumpyRNN
 
     if isinstance(model, NumpyNet):
-        return None if type(model) in (NumpyRNN, NumpyLSTM) else f"no compiled kernels for {type(model).__name__}"
+        if type(model) not in (NumpyRNN, NumpyLSTM):
+            return f"no compiled kernels for {type(model).__name__}"
+        own = model.maths.own() + (optimizer.maths.own() if hasattr(optimizer, "maths") else [])
+        return f"it runs your own {', '.join(own)}; the kernels compute the package's" if own else None
     from dino_rnn.fast import fastgrad
 
     return fastgrad.unsupported(model)
@@ -37,7 +40,7 @@ def unsupported(model) -> str | None:
 def compiled_step(model, optimizer, clip: float | None = None):
     """The compiled drop-in step for ``model`` (a PyTorch model or a NumPy net), or ``None``
     where none applies (:func:`unsupported` says why)."""
-    if unsupported(model) is not None:
+    if unsupported(model, optimizer) is not None:
         return None
     from dino_rnn.fast import steps
 

@@ -31,13 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dino_rnn.data import DATA_DIR
 from dino_rnn.plots import ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR
 from dino_rnn.files import ANBN_DIR, REFERENCE, STUDY_JSON, save_figure, write_text
 from dino_rnn.report.sweepreport import paired_interval
 from dino_rnn.settings import COMPARED, DEFAULTS, ParameterError, settings_of
 
-PUBLISHED_CSV = DATA_DIR / "published_dino_names.csv"
+PUBLISHED_CSV = Path(__file__).resolve().parent / "published_dino_names.csv"  # package data: installed with it
 # The published table's row names, by our architecture names.
 PUBLISHED_NAMES = {"scratch": "rnn_from_scratch", "rnn": "vanilla_rnn", "lstm": "lstm", "gru": "gru"}
 ORDER = ["scratch", "rnn", "lstm", "gru", "numpy_rnn", "numpy_lstm"]
