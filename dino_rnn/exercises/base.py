@@ -13,8 +13,6 @@ wrong, and the likely cause.
 
 from __future__ import annotations
 
-import inspect
-import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
