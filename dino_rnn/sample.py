@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import string
 from collections.abc import Callable
 from typing import NamedTuple
@@ -140,7 +141,7 @@ class Beam(NamedTuple):
 
 
 def _whole(value, name: str, least: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
         raise ParameterError(f"{name} must be a whole number of at least {least}, not {value!r}")
     return value
 
@@ -155,11 +156,11 @@ def check_options(vocab: Vocab | None = None, *, prefix: str = "", temperature: 
     show (the command line shows ``--top-p`` where Python shows ``top_p``).
     """
     say = (spelled or {}).get
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not 0 <= temperature < math.inf:
         raise ParameterError(f"{say('temperature', 'temperature')} must be a number >= 0 (0 is greedy), not {temperature!r}")
     if top_k is not None:
         _whole(top_k, say("top_k", "top_k"))
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
         raise ParameterError(f"{say('top_p', 'top_p')} must be in (0, 1] (the share of probability kept), not {top_p!r}")
     for name, value in (("n", n), ("width", width), ("max_length", max_length)):
         _whole(value, say(name, name))
