@@ -1,6 +1,6 @@
 """The ``dino-rnn`` command: ``study`` (every notebook, then the comparison and its HTML report),
 ``report`` (the HTML again), ``sweep`` (a grid of runs), ``exercises`` (the teaching edition's
-notebooks) and ``bench`` (the speed benchmark).
+notebooks), ``sample`` (names from a saved model) and ``bench`` (the speed benchmark).
 
 Bad input is refused before any work with one line and exit status 2; a study in which
 a notebook failed or a model diverged exits with status 1. ``--version`` and ``--help`` load no
@@ -82,6 +82,110 @@ def _exercises_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def _sample_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "sample",
+        help="print names from a saved model (a notebook's checkpoint), training nothing",
+        description="Print names made up by a model a notebook saved: CHECKPOINT is a .pt file (notebooks 01-04, "
+        "in RESULTS/checkpoints/) or a .npz file (notebook 06). Each name is built one character at a time, each "
+        "drawn from the model's probabilities for the next character, until the end marker. --beam searches for the "
+        "most probable names instead of drawing. The same --seed gives the same names.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoint a notebook wrote (.pt or .npz)")
+    p.add_argument("--prefix", default="", metavar="TEXT",
+                   help="every name begins with TEXT (default: each name starts with a random letter)")
+    p.add_argument("--temperature", default="1", metavar="T",
+                   help="below 1 the model's favourite characters win more often (safer names), above 1 less often "
+                   "(stranger names); 0 always takes the most likely one (greedy) (default 1)")
+    p.add_argument("--top-k", default=None, metavar="K", help="draw only among the K most likely next characters")
+    p.add_argument("--top-p", default=None, metavar="P",
+                   help="draw only among the most likely next characters whose probabilities add up to P "
+                   "(nucleus sampling; 0 < P <= 1)")
+    p.add_argument("--beam", default=None, metavar="W",
+                   help="instead of drawing, search for the most probable complete names, keeping the W best "
+                   "beginnings at each step (beam search; 1 is greedy); prints each name's log-probability")
+    p.add_argument("--n", default="10", metavar="N", help="how many names (default 10; with --beam at most W)")
+    p.add_argument("--seed", default="0", metavar="S", help="the same seed gives the same names (default 0)")
+    p.add_argument("--max-length", default="40", metavar="L", help="cut a name at L characters (default 40)")
+    return p
+
+
+SAMPLE_OPTIONS = {"prefix": "--prefix", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+                  "width": "--beam", "n": "--n", "seed": "--seed", "max_length": "--max-length"}
+
+
+def _number(text, option: str, kind):
+    """An option's value as ``kind`` (int or float), or a one-line :class:`ParameterError` naming it."""
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ParameterError(f"{option} must be {what}, not {text!r}") from None
+
+
+def _sample_options(args) -> dict:
+    """The ``sample`` command's options, converted and checked (before the checkpoint is read)."""
+    from dino_rnn.sample import check_options
+
+    o = {k: _number(getattr(args, a), SAMPLE_OPTIONS[k], kind) for k, a, kind in
+         (("temperature", "temperature", float), ("top_k", "top_k", int), ("top_p", "top_p", float),
+          ("width", "beam", int), ("n", "n", int), ("seed", "seed", int), ("max_length", "max_length", int))}
+    if o["width"] is not None and (o["top_k"] is not None or o["top_p"] is not None or args.temperature != "1"):
+        raise ParameterError("--beam searches for the most probable names; it takes no --temperature, --top-k or --top-p")
+    if not 0 <= o["seed"] < 2**63:
+        raise ParameterError(f"--seed must be between 0 and 2**63 - 1, not {o['seed']}")
+    check_options(prefix=args.prefix, temperature=o["temperature"], top_k=o["top_k"], top_p=o["top_p"], n=o["n"],
+                  width=1 if o["width"] is None else o["width"], max_length=o["max_length"], spelled=SAMPLE_OPTIONS)
+    return o
+
+
+def load_any_checkpoint(path):
+    """The model (NumPy nets through :class:`~dino_rnn.lab.TorchView`) and vocabulary of a
+    ``.pt`` or ``.npz`` checkpoint; a warning (a checkpoint without its recorded checksum) is one
+    line on stderr."""
+    import warnings
+    from pathlib import Path
+
+    path = Path(path)
+    if path.suffix not in (".pt", ".npz"):
+        raise DataError(f"checkpoint {path}: not a .pt (notebooks 01-04) or .npz (notebook 06) checkpoint")
+    if path.exists() and not path.is_file():
+        raise DataError(f"checkpoint {path} is not a file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if path.suffix == ".pt":
+            from dino_rnn.experiment import load_checkpoint
+
+            model, vocab = load_checkpoint(path)
+        else:
+            from dino_rnn.lab import TorchView, load_numpy_checkpoint
+
+            net, vocab = load_numpy_checkpoint(path)
+            model = TorchView(net)
+    for w in caught:
+        print(f"dino-rnn: warning: {w.message}", file=sys.stderr)
+    return model, vocab
+
+
+def sample(args) -> int:
+    from dino_rnn.sample import beam_search, check_options
+    from dino_rnn.sample import sample as draw
+
+    o = _sample_options(args)
+    model, vocab = load_any_checkpoint(args.checkpoint)
+    check_options(vocab, prefix=args.prefix, spelled=SAMPLE_OPTIONS)
+    if o["width"] is not None:
+        for beam in beam_search(model, vocab, prefix=args.prefix, width=o["width"], max_length=o["max_length"])[:o["n"]]:
+            print(f"{beam.name}\t{beam.logprob:.3f}")
+        return 0
+    for name in draw(model, vocab, o["n"], prefix=args.prefix, temperature=o["temperature"], top_k=o["top_k"],
+                     top_p=o["top_p"], seed=o["seed"], max_length=o["max_length"]):
+        print(name)
+    return 0
+
+
 def exercises(args) -> int:
     from dino_rnn.exercises.notebooks import write_exercises
 
@@ -154,6 +258,8 @@ def _kept(args) -> str:
         return f"the points finished in {args.out} are kept, run again to resume"
     if args.command == "exercises":
         return f"nothing in {args.out} was replaced"
+    if args.command == "sample":
+        return "nothing was written"
     if args.command == "report":
         where = "results/reference" if args.reference else (args.results or "results/study")
     else:
@@ -193,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     _report_parser(sub)
     sweep_parser(sub)
     _exercises_parser(sub)
+    _sample_parser(sub)
     sub.add_parser("bench", help="time the trainer against a published-style training loop (the speed benchmark)",
                    add_help=False)
     return parser
@@ -216,7 +323,7 @@ def main(argv=None) -> int:
             from dino_rnn.runner.sweep import main as sweep_main
 
             return sweep_main(args)
-        commands = {"report": report, "study": study, "exercises": exercises}
+        commands = {"report": report, "study": study, "exercises": exercises, "sample": sample}
         return commands[args.command](args)
     except (ParameterError, DataError) as e:
         print(f"dino-rnn: error: {e}", file=sys.stderr)

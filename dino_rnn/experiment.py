@@ -7,6 +7,7 @@ Each model notebook is a narrated walk through an :class:`Experiment`::
     exp.build()          # seeded model; exp.model, exp.n_params
     exp.train()          # the published protocol; exp.history
     exp.sample()         # greedy and temperature samples, new or known
+    exp.temperature_table()  # samples over temperatures, measured (not saved)
     exp.save()           # metrics JSON, learning-curve PNG, checkpoint
 
 ``exp.run()`` does all five. What it writes, under ``results_dir``::
@@ -53,7 +54,7 @@ from dino_rnn.files import NOTEBOOK_RESULTS, output_dir, result_paths
 from dino_rnn.files import CHECKPOINTS, METRICS
 from dino_rnn.files import atomic_path, save_figure, write_json
 from dino_rnn.models import ARCHITECTURES, LABELS, build_model, count_parameters, scratch_forward
-from dino_rnn.sample import generate, new_share, sample_names
+from dino_rnn.sample import TEMPERATURES, generate, new_share, sample_names, temperature_table
 from dino_rnn.train import History, Step, make_optimizer, make_step, pairs_of, resolve_device, run_epochs, set_seed
 from dino_rnn.train import train_step
 
@@ -211,6 +212,12 @@ class Experiment:
         cols = {"greedy": self.samples["greedy"], f"T={self.settings.temperature:g}": self.samples["sampled"]}
         table = pd.concat({k: pd.DataFrame(v).set_index("start") for k, v in cols.items()}, axis=1)
         return table.replace({True: "new", False: "known"})
+
+    def temperature_table(self, temperatures=TEMPERATURES, n: int = 100):
+        """Samples at each temperature, measured (:func:`dino_rnn.sample.temperature_table`): the
+        share of new names, their mean length beside the training names', and their mean
+        log-probability per character under the model beside the training names'. Seeded by SEED."""
+        return temperature_table(self.model, self.vocab, self.train_names, temperatures=temperatures, n=n, seed=self.seed)
 
     def parameter_table(self):
         """The model's learnable tensors: name, shape and number of parameters."""
