@@ -116,7 +116,7 @@ def test_without_checkpoints_there_is_no_page_and_the_index_says_why(trained, tm
     index = BeautifulSoup((folder / "html" / "index.html").read_text(encoding="utf-8"), "html.parser")
     assert index.find("a", href=X.EXPLORE) is None
     line = index.select_one("p.explore-link").get_text(" ", strip=True)
-    assert line.startswith("No page to play with the models: no checkpoints in this folder") and "\n" not in line
+    assert line.startswith("No page to play with the models: this folder has no checkpoints") and "\n" not in line
     assert [a["href"] for a in index.select("p.downloads a")] == ["../comparison.csv", "../per_seed.csv"]
 
 

@@ -96,8 +96,7 @@ def why_not(source) -> str | None:
     """Why the page cannot be built from ``source`` (one line), or None if it can."""
     seed, chosen, _ = _seed_runs(Path(source))
     if seed is None:
-        return ("no checkpoints in this folder (they are not committed; a study writes them in checkpoints/), "
-                "so there is no page to play with the trained models")
+        return "this folder has no checkpoints (a study writes them in checkpoints/; the committed results leave them out)"
     return None
 
 

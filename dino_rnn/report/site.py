@@ -695,7 +695,7 @@ def _settings_part(runs: list[dict], study: dict, anbn: list[dict]) -> dict:
 # The tables as files, beside html/ in a results folder: (file, what it holds).
 DOWNLOADS = (("comparison.csv", "one row per model: means, standard deviations, published"),
              ("per_seed.csv", "one row per model and seed"),
-             ("comparison.md", "every table of this page as Markdown"))
+             ("comparison.md", "the tables as Markdown text"))
 
 
 def downloads(source) -> list[dict]:
@@ -729,10 +729,9 @@ def write_explore(source, dest: Path, subs, generator: str, log=None) -> dict:
     except Exception as err:  # the rest of the report does not depend on it
         if log:
             log(f"  HTML of the explore page failed: {err}")
-        return {"why": f"the page to play with the trained models could not be built ({str(err).splitlines()[0]})"}
+        return {"why": f"it could not be built ({str(err).splitlines()[0]})"}
     if page is None:
-        return {"why": why_not(source) or "no checkpoint in this folder could be loaded, so there is no page "
-                                          "to play with the trained models"}
+        return {"why": why_not(source) or "no checkpoint in this folder could be loaded"}
     write_text(Path(dest) / EXPLORE, scrub(page, subs))
     return {"href": EXPLORE}
 
