@@ -28,6 +28,18 @@ TRAIN_COLOR, VALID_COLOR = "#0072B2", "#D55E00"
 # ---------------------------------------------------------------------------
 
 
+def whole_epochs(ax, last: int | None = None) -> None:
+    """Ticks on whole epochs only (at 2 epochs the axis shows 1 and 2, not steps of 0.25); with
+    ``last``, only epochs 1 to ``last`` (the axis may go on, e.g. for the spread shown beyond)."""
+    from matplotlib.ticker import MaxNLocator
+
+    locator = MaxNLocator(integer=True, min_n_ticks=1)
+    if last is None:
+        ax.xaxis.set_major_locator(locator)
+    else:
+        ax.set_xticks([t for t in locator.tick_values(1, last) if 1 <= t <= last])
+
+
 def plot_history(history, title: str = "", ax=None, train_label: str = "training (dropout on)"):
     """Training and validation loss per epoch, the best epoch marked. Returns the figure.
 
@@ -49,6 +61,7 @@ def plot_history(history, title: str = "", ax=None, train_label: str = "training
                 label=f"best validation: epoch {best}, {va[best - 1]:.3f}")
     ax.set(xlabel="epoch", ylabel=LOSS_LABEL, title=title)
     ax.grid(alpha=0.3)
+    whole_epochs(ax)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False)
     return fig
 
@@ -63,10 +76,11 @@ ANBN_LABELS = {
 
 
 def plot_anbn(result: dict):
-    """Training and validation loss per epoch of every aⁿbⁿ model, overlaid (two panels)."""
+    """Training and validation loss per epoch of every aⁿbⁿ model, overlaid (two panels, one above
+    the other, so that the figure and its legend still read when a phone scales it down)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(2, 1, figsize=(5.4, 7.6), sharex=True, layout="constrained")
     for i, key in enumerate(k for k in ANBN_ORDER if k in result["models"]):
         m = result["models"][key]
         color, ls, marker = STYLES[i % len(STYLES)]  # colour, line style and marker: apart in grayscale too
@@ -76,10 +90,12 @@ def plot_anbn(result: dict):
             ax.plot(np.arange(1, len(y) + 1), y, color=color, ls=ls, marker=marker, ms=5, markevery=(i * every // 4, every),
                     label=f"{m['label']} ({m['learnable_parameters']} params)")
     for ax, title in zip(axes, ("training loss (mean over the epoch)", "validation loss")):
-        ax.set(xlabel="epoch", title=title)
+        ax.set_title(title, fontsize=11)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("cross-entropy (nats per token, log scale)")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
-    fig.suptitle(f"aⁿbⁿ, seed {result['parameters']['seed']}: the lab's three models" + (" and the Adam control" if "numpy_lstm_adam" in result["models"] else ""))
+        ax.set_ylabel("cross-entropy (nats per token)", fontsize=10)
+        whole_epochs(ax)
+    axes[1].set_xlabel("epoch", fontsize=10)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=1, fontsize=10, frameon=False)
+    fig.suptitle(f"aⁿbⁿ, seed {result['parameters']['seed']}: the lab's three models" + (" and the Adam control" if "numpy_lstm_adam" in result["models"] else "") + " (log scale)", fontsize=11)
     return fig

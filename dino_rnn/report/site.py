@@ -466,8 +466,8 @@ def _timings(study: dict) -> pd.DataFrame | None:
         js = [j for j in jobs if j["notebook"] == nb]
         secs = [j.get("seconds", math.nan) for j in js]
         bad = [j for j in js if j.get("status") != "ok"]
-        rows.append({"notebook": nb, "runs": str(len(js)), "mean seconds": f"{sum(secs) / len(secs):.0f}",
-                     "longest": f"{max(secs):.0f}", "failed": str(len(bad)) if bad else "—"})
+        rows.append({"notebook": nb, "runs": str(len(js)), "mean": _duration(sum(secs) / len(secs)),
+                     "longest": _duration(max(secs)), "failed": str(len(bad)) if bad else "—"})
     return pd.DataFrame(rows)
 
 
@@ -510,12 +510,13 @@ def _draw_figures(runs: list[dict], published, anbn_runs: list[dict]) -> dict:
 
 
 def index_page(results_dir, reports: list[Executed] | None = None, generator: str = "dino-rnn report",
-               source=None, figures: dict | None = None) -> str:
+               source=None, figures: dict | None = None, explore: dict | None = None) -> str:
     """``html/index.html`` for ``results_dir``, as a string (see the module docstring).
 
     ``source``: where the files are, if not in ``results_dir`` yet (a study's staging folder).
-    ``figures``: :func:`index_figures` of those files, if already drawn. The page is made of
-    parts, each a function that returns what the template shows of it.
+    ``figures``: :func:`index_figures` of those files, if already drawn. ``explore``: what
+    :func:`write_explore` wrote (default: the explore page's link if it can be built, else why
+    not). The page is made of parts, each a function that returns what the template shows of it.
     """
     shown = Path(results_dir)
     results_dir = Path(source) if source is not None else shown
@@ -535,6 +536,8 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
         **_anbn_part(anbn_runs, figures),
         **_reports_part(reports, study, runs, shown),
         **_settings_part(runs, study, load_anbn(results_dir)),
+        explore=explore if explore is not None else _explore_link(results_dir),
+        downloads=downloads(results_dir),
         generator=generator,
     )
 
@@ -591,7 +594,7 @@ def _comparison_part(runs: list[dict], published, left_out: list[str], figures: 
                f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs. Every model of a seed "
                "was trained and tested on the same split. The published figures "
                f"({pub_count} models) are one unseeded run per model, each on its own random split.")
-    comp = comparison_frame(summary_frame(runs, published))
+    comp = losses_first(comparison_frame(summary_frame(runs, published)))
     pairs = paired_differences(runs)
     return {
         "table_caption": caption, "comparison_table": comp,
@@ -684,9 +687,53 @@ def _settings_part(runs: list[dict], study: dict, anbn: list[dict]) -> dict:
     """The settings, the software and the time each notebook took."""
     return {
         "settings": _settings(runs, study), "software": _software(runs, study, anbn),
-        "timings": _timings(study), "timings_num": ["runs", "mean seconds", "longest", "failed"],
+        "timings": _timings(study), "timings_num": ["runs", "mean", "longest", "failed"],
         "timings_caption": "Wall time of each notebook, kernel start-up and HTML included, over its runs.",
     }
+
+
+# The tables as files, beside html/ in a results folder: (file, what it holds).
+DOWNLOADS = (("comparison.csv", "one row per model: means, standard deviations, published"),
+             ("per_seed.csv", "one row per model and seed"),
+             ("comparison.md", "the tables as Markdown text"))
+
+
+def downloads(source) -> list[dict]:
+    """Links (relative to ``html/``) to the tables' files that are in ``source``."""
+    return [{"href": f"../{name}", "name": name, "what": what} for name, what in DOWNLOADS
+            if (Path(source) / name).is_file()]
+
+
+def losses_first(frame: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table with the columns a reader looks for first beside the model: the test,
+    validation and training losses (what a phone shows before any sideways swipe), then the rest."""
+    first = [c for key in ("test", "valid", "train") for c in frame.columns if c.lower().startswith(key)]
+    return frame[[c for c in frame.columns[:1]] + first + [c for c in frame.columns[1:] if c not in first]]
+
+
+def _explore_link(source) -> dict:
+    """The index's line about the explore page: ``{"href": ...}``, or ``{"why": ...}`` it is not built."""
+    from dino_rnn.report.explore import EXPLORE, why_not
+
+    why = why_not(source)
+    return {"why": why} if why else {"href": EXPLORE}
+
+
+def write_explore(source, dest: Path, subs, generator: str, log=None) -> dict:
+    """``dest/explore.html`` from the checkpoints in ``source``, if it has any; returns the
+    index's line about it (:func:`_explore_link`)."""
+    from dino_rnn.report.explore import EXPLORE, explore_page, why_not
+
+    try:
+        page = explore_page(source, generator)
+    except Exception as err:  # the rest of the report does not depend on it
+        if log:
+            log(f"  HTML of the explore page failed: {err}")
+        return {"why": f"it could not be built ({str(err).splitlines()[0]})"}
+    if page is None:
+        return {"why": why_not(source) or "no checkpoint in this folder could be loaded"}
+    write_text(Path(dest) / EXPLORE, scrub(page, subs))
+    return {"href": EXPLORE}
 
 
 def _is_reference(results_dir) -> bool:
@@ -759,7 +806,9 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
         except Exception as err:  # one unreadable notebook does not cost the others their reports
             if log:
                 log(f"  HTML of {e.notebook}{f' seed {e.seed}' if e.seed is not None else ''} failed: {err}")
-    page = index_page(results_dir, reports, generator, source=staging, figures=figures)
+    explore = write_explore(source, dest, subs, generator, log)
+    written += [dest / explore["href"]] if explore.get("href") else []
+    page = index_page(results_dir, reports, generator, source=staging, figures=figures, explore=explore)
     page = scrub(page, subs)
     written.append(write_text(dest / INDEX, page))
     return sorted(p.relative_to(dest).as_posix() for p in written)

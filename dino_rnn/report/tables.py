@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dino_rnn.plots import ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR
+from dino_rnn.plots import ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR, whole_epochs
 from dino_rnn.files import ANBN_DIR, REFERENCE, STUDY_JSON, save_figure, write_text
 from dino_rnn.report.sweepreport import paired_interval
 from dino_rnn.settings import COMPARED, DEFAULTS, ParameterError, settings_of
@@ -491,7 +491,7 @@ def plot_overlay(runs: list[dict], published: pd.DataFrame | None = None):
     """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.6, 5.6), layout="constrained")
+    fig, ax = plt.subplots(figsize=(5.2, 6.2), layout="constrained")
     archs = [a for a in sorted({m["architecture"] for m in runs}, key=_rank) if _curves(runs, a, "valid_loss").size]
     labels = {m["architecture"]: m["label"] for m in runs}
     all_curves, pub_values = [], []
@@ -522,12 +522,14 @@ def plot_overlay(runs: list[dict], published: pd.DataFrame | None = None):
     if archs and max(len(c) for c in all_curves) > 1:
         ax.axvspan(last + 0.6, last + 1.8 + 0.9 * (len(archs) - 1), color="0.93", zorder=0)
         ax.text(last + 1.2 + 0.45 * (len(archs) - 1), 1.0, "spread at\nepoch %d\n(± 1 std)" % last,
-                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7.5, color="0.3")
+                transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=8.5, color="0.3")
     _zoom(ax, all_curves, pub_values)
-    ax.set(xlabel="epoch", ylabel=f"validation {LOSS_LABEL}", title="Validation loss per epoch (mean over seeds)")
+    ax.set(xlabel="epoch", ylabel=f"validation {LOSS_LABEL}")
+    ax.set_title("Validation loss per epoch (mean over seeds)", fontsize=11)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        fig.legend(loc="outside lower center", ncol=2, fontsize=8.5, frameon=False)
+    whole_epochs(ax, last)
+    if ax.get_legend_handles_labels()[0]:  # one column, large enough to read when a phone scales the figure down
+        fig.legend(loc="outside lower center", ncol=1, fontsize=10, frameon=False)
     return fig
 
 
@@ -560,13 +562,14 @@ def plot_model(runs: list[dict], arch: str, published: pd.DataFrame | None = Non
             ax.axhline(v, color=color, ls=":", lw=1.2)
             ax.annotate(f"published {what} {v:.3f}", (0.97, v), xycoords=("axes fraction", "data"),
                         xytext=(0, -3 if key == "valid_loss" else 3), textcoords="offset points",
-                        ha="right", va="top" if key == "valid_loss" else "bottom", fontsize=7.5, color=color,
+                        ha="right", va="top" if key == "valid_loss" else "bottom", fontsize=8.5, color=color,
                         bbox={"fc": "white", "ec": "none", "alpha": 0.85, "pad": 1})
     ax.set_title(f"{label} ({_seeds(n)})", fontsize=10)
     ax.set(xlabel="epoch", ylabel=LOSS_LABEL)
     ax.grid(alpha=0.3)
+    whole_epochs(ax)
     if legend:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, fontsize=8, frameon=False)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, fontsize=9, frameon=False)
     return fig
 
 
