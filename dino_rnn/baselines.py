@@ -59,7 +59,7 @@ def bits(nats: float) -> float:
 def perplexity(nats: float) -> float:
     """Nats per character as a perplexity: ``e ** nats`` (the number of equally likely characters
     that would cost as much)."""
-    return math.exp(nats) if math.isfinite(nats) else math.inf
+    return nats if math.isnan(nats) else math.exp(nats) if math.isfinite(nats) else math.inf
 
 
 def model_name(order: int, smoothing: str) -> str:
@@ -88,7 +88,9 @@ def events(ids, order: int, vocab_size: int, end: int) -> list[tuple[tuple, int]
 class Counts:
     """The training names' counts for every context length below ``order``: ``raw[m][h]`` the
     counts of what follows context ``h`` (length ``m``), ``continuation[m][h]`` for ``m < order - 1``
-    how many distinct symbols precede ``h w`` (Kneser–Ney's lower orders)."""
+    how many distinct symbols precede ``h w`` (Kneser–Ney's lower orders). The start-padded
+    context of length ``m`` is the same whatever the order, so the counts of order 4 serve every
+    order up to 4."""
 
     vocab_size: int
     end: int
@@ -103,14 +105,19 @@ class Counts:
         c.raw = [dict() for _ in range(top + 1)]
         for ids in names_ids:
             for h, w in events(ids, order, vocab_size, end):
-                for m in range(top + 1):  # every suffix of the context
+                for m in range(top + 1):  # every suffix of the context: the context of order m + 1
                     key = h[len(h) - m :]
-                    c.raw[m].setdefault(key, np.zeros(vocab_size))[w] += 1
+                    row = c.raw[m].get(key)
+                    if row is None:
+                        row = c.raw[m][key] = np.zeros(vocab_size)
+                    row[w] += 1
         c.continuation = [dict() for _ in range(top)]
         for m in range(top):
             for h, row in c.raw[m + 1].items():
-                c.continuation[m].setdefault(h[1:], np.zeros(vocab_size))
-                c.continuation[m][h[1:]] += row > 0
+                seen = c.continuation[m].get(h[1:])
+                if seen is None:
+                    seen = c.continuation[m][h[1:]] = np.zeros(vocab_size)
+                seen += row > 0
         return c
 
 
@@ -188,10 +195,12 @@ def fit(names_ids: list, vocab_size: int, end: int, order: int, smoothing: str, 
 
 
 def choose(train_ids: list, valid_ids: list, vocab_size: int, end: int, order: int, smoothing: str,
-           grid=None) -> CountModel:
+           grid=None, counts: Counts | None = None) -> CountModel:
     """The count model whose smoothing value (from ``grid``, default :data:`K_GRID` or
-    :data:`D_GRID`) gives the lowest loss on the **validation** names; nothing else is looked at."""
-    counts = Counts.of(train_ids, vocab_size, end, max(order, 1))
+    :data:`D_GRID`) gives the lowest loss on the **validation** names; nothing else is looked at.
+    ``counts``: the training names' (of this order or higher), if already counted."""
+    if counts is None or counts.order < max(order, 1):
+        counts = Counts.of(train_ids, vocab_size, end, max(order, 1))
     if smoothing == UNIFORM:
         return CountModel(counts, 0, UNIFORM)
     grid = grid if grid is not None else (K_GRID if smoothing == ADD_K else D_GRID)
@@ -228,9 +237,10 @@ def ladder(train: list[str], valid: list[str], test: list[str], vocab: Vocab) ->
     models' definition) and ``test_loss_by_position`` (:func:`losses_by_position`)."""
     enc = lambda names: [vocab.encode(n) for n in names]  # noqa: E731
     tr, va, te = enc(train), enc(valid), enc(test)
+    counts = Counts.of(tr, len(vocab), vocab.end, max(order for order, _ in LADDER))
     rows = []
     for order, smoothing in LADDER:
-        m = choose(tr, va, len(vocab), vocab.end, order, smoothing)
+        m = choose(tr, va, len(vocab), vocab.end, order, smoothing, counts=counts)
         rows.append({
             "model": m.name, "order": order, "smoothing": smoothing, "value": m.value,
             "train_loss": m.loss(tr), "valid_loss": m.loss(va), "test_loss": m.loss(te),
@@ -239,12 +249,14 @@ def ladder(train: list[str], valid: list[str], test: list[str], vocab: Vocab) ->
     return rows
 
 
-def seed_ladder(names: list[str], seed: int) -> list[dict]:
+def seed_ladder(names: list[str], seed: int, max_names: int | None = None) -> list[dict]:
     """:func:`ladder` on seed ``seed``'s split (:func:`dino_rnn.data.split_names`, as the models')
-    with the models' vocabulary (:class:`dino_rnn.data.Vocab` of all the names); each row also
-    says its ``seed``."""
+    with the models' vocabulary (:class:`dino_rnn.data.Vocab` of all the names), counted on the
+    training names the models train on (the first ``max_names``, when set); each row also says
+    its ``seed``."""
     train, valid, test = split_names(names, seed)
-    return [{"seed": seed, **row} for row in ladder(train, valid, test, Vocab(names))]
+    used = train if max_names is None else train[:max_names]
+    return [{"seed": seed, **row} for row in ladder(used, valid, test, Vocab(names))]
 
 
 def best(rows: list[dict]) -> dict:
