@@ -21,7 +21,7 @@ from dino_rnn.report import site as S
 from dino_rnn.cli import main
 
 REFERENCE = ROOT / "results" / "reference"
-SECTIONS = ["table", "seeds", "curves", "samples", "anbn", "reports", "settings"]
+SECTIONS = ["table", "seeds", "good", "curves", "samples", "anbn", "reports", "settings"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -119,7 +119,7 @@ def test_the_index_is_self_contained(reference_site):
     assert not page.find_all(["script", "link", "iframe", "object", "embed"])
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text) and "@import" not in text
     images = page.find_all("img")
-    assert len(images) == 1 + 6 + 1  # the overlay, each model, the aⁿbⁿ curves
+    assert len(images) == 1 + 6 + 1 + 1  # the overlay, each model, the aⁿbⁿ curves, the loss by position
     for img in images:
         assert img["src"].startswith("data:image/png;base64,") and img.get("alt")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == PNG
@@ -389,3 +389,26 @@ def test_report_screenshot_through_the_cli(reference_site, tmp_path, browser, mo
     assert data[:8] == PNG and int.from_bytes(data[16:20], "big") == 1280  # the top of the page, 1280 × 1000
     assert int.from_bytes(data[20:24], "big") == 1000
     assert f"screenshot: {shot}" in capsys.readouterr().out
+
+
+def test_the_index_gives_every_test_loss_in_nats_bits_and_perplexity(reference_site):
+    """The comparison table and the count models' table: bits = nats / ln 2, perplexity = e^nats
+    (of the mean over seeds); the gains table says its gains in nats and bits."""
+    import math
+
+    folder, _ = reference_site
+    page = soup(folder / "html" / "index.html")
+    seen = 0
+    for table in page.find_all("table"):
+        head = [th.get_text(strip=True) for th in table.find_all("th")]
+        if "Test bits / char" not in head:
+            continue
+        for tr in table.find("tbody").find_all("tr"):
+            cells = dict(zip(head, [td.get_text(strip=True) for td in tr.find_all("td")]))
+            nats = float(cells["Test loss"].split(" ± ")[0])
+            assert abs(float(cells["Test bits / char"]) - nats / math.log(2)) <= 0.0006 + 0.00005 / math.log(2)
+            assert abs(float(cells["Test perplexity"]) - math.exp(nats)) <= 0.006 + math.exp(nats) * 0.00006
+            seen += 1
+    assert seen == 6 + 8  # six models, eight count models
+    good = page.find("h2", id="good").find_next("table").find_next("table")
+    assert "Gain (bits / char)" in good.get_text() and "Gain over the best count model (nats / char)" in good.get_text()
