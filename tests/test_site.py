@@ -327,14 +327,14 @@ def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     print(f"screenshot: {shot}")
     p = page.probe
     assert page.console_errors == [] and page.failed == [] and page.remote_requests == []
-    assert p["images"] == 8 and p["broken"] == []
+    assert p["images"] == 9 and p["broken"] == []  # the overlay, 6 models, aⁿbⁿ, the loss by position
     assert p["font"].endswith("sans-serif")  # the page's own stylesheet applies
     assert p["tables"] >= 9 and p["rows"] >= 80 and p["scripts"] == 0
     assert p["scrollWidth"] <= width and p["tooWide"] == []  # nothing makes the page scroll sideways
     if screen == "desktop":
         assert p["boxScrolls"][0] is False  # the comparison table fits a desktop window whole
     assert [h for h in p["headings"][1:]] == [
-        "The comparison", "Which differences hold over seeds", "Learning curves", "Samples",
+        "The comparison", "Which differences hold over seeds", "How good is good", "Learning curves", "Samples",
         "aⁿbⁿ: the NumPy lab", "Notebook reports", "Settings and software"]
     assert page.png[:8] == PNG and int.from_bytes(page.png[16:20], "big") == width
     assert int.from_bytes(page.png[20:24], "big") == p["height"] > 3000

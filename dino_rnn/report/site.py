@@ -59,6 +59,7 @@ from dino_rnn.report.tables import (
     published_for,
     samples_frame,
     samples_table,
+    seconds_text,
     select_anbn,
     select_runs,
     show_setting,
@@ -468,8 +469,8 @@ def _timings(study: dict) -> pd.DataFrame | None:
         js = [j for j in jobs if j["notebook"] == nb]
         secs = [j.get("seconds", math.nan) for j in js]
         bad = [j for j in js if j.get("status") != "ok"]
-        rows.append({"notebook": nb, "runs": str(len(js)), "mean seconds": f"{sum(secs) / len(secs):.0f}",
-                     "longest": f"{max(secs):.0f}", "failed": str(len(bad)) if bad else "—"})
+        rows.append({"notebook": nb, "runs": str(len(js)), "mean time": seconds_text(sum(secs) / len(secs)),
+                     "longest": seconds_text(max(secs)), "failed": str(len(bad)) if bad else "—"})
     return pd.DataFrame(rows)
 
 
@@ -567,7 +568,8 @@ def _title_part(runs: list[dict]) -> dict:
                 "LSTM written in NumPy) learned to write dinosaur names from the 1536 Dino Names, under the published "
                 "protocol. This page gathers the whole study; the notebook reports below show each step.")
     else:
-        lede = (f"{models} next-character models learned to write names from {data}"
+        count = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six"}.get(models, str(models))
+        lede = (f"{count} next-character models learned to write names from {data}"
                 + (f" ({n} names)" if n else "") + ", under the published protocol. This page gathers the whole "
                 "study; the notebook reports below show each step.")
     return {"title": f"{data}: {'six' if models == 6 else models} character-level language models, side by side",
@@ -726,7 +728,7 @@ def _settings_part(runs: list[dict], study: dict, anbn: list[dict]) -> dict:
     """The settings, the software and the time each notebook took."""
     return {
         "settings": _settings(runs, study), "software": _software(runs, study, anbn),
-        "timings": _timings(study), "timings_num": ["runs", "mean seconds", "longest", "failed"],
+        "timings": _timings(study), "timings_num": ["runs", "mean time", "longest", "failed"],
         "timings_caption": "Wall time of each notebook, kernel start-up and HTML included, over its runs.",
     }
 
