@@ -232,13 +232,17 @@ def goodness_markdown(runs: list[dict], rows: list[dict] | None = None, plot: st
 
 
 def without_positions(runs: list[dict]) -> list[str]:
-    """The runs (label, seed) whose metrics have no ``test_loss_by_position`` (older files)."""
-    return [f"{m['label']} seed {m['parameters']['seed']}" for m in runs
-            if m["status"] == "ok" and not m.get("test_loss_by_position")]
+    """The runs whose metrics have no ``test_loss_by_position`` (older files), by model:
+    ``["nn.RNN seed 0", "nn.LSTM seeds 0, 1"]``."""
+    seeds: dict[str, list[int]] = {}
+    for m in runs:
+        if m["status"] == "ok" and not m.get("test_loss_by_position"):
+            seeds.setdefault(m["label"], []).append(m["parameters"]["seed"])
+    return [f"{label} seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}" for label, s in seeds.items()]
 
 
 def missing_note(missing: list[str]) -> str:
-    return (f"Not in the position plot: {', '.join(missing)}: their metrics files were written before runs "
+    return (f"Not in the position plot: {'; '.join(missing)}. Their metrics files were written before runs "
             "recorded the loss by position; run those notebooks again to add them.")
 
 
