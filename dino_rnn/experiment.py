@@ -27,7 +27,10 @@ nonlinearity, clip, temperature, seed, device, autograd), ``gradient`` (how the 
 computed: "written-out", "autograd" or "numpy"; see :func:`dino_rnn.train.make_step`),
 ``data`` (path, sha256, names, vocab_size, train, valid, test), ``history`` (train_loss, valid_loss, seconds per
 epoch), ``best_epoch`` (1-based), ``train_loss``, ``valid_loss``, ``test_loss`` (all
-three at the best epoch), ``seconds_per_epoch`` (median), ``samples`` (greedy and
+three at the best epoch), ``test_loss_by_position`` (the test names' loss at each target position
+1, 2, ... from the best-validation state in eval mode, :func:`dino_rnn.baselines.losses_by_position`:
+``mean``, ``count``, ``share``; ``null`` for a run with no best state; older files lack it),
+``seconds_per_epoch`` (median), ``samples`` (greedy and
 temperature lists of {start, name, new}, and their ``new_share``), ``versions``,
 ``finished`` (UTC time the files were written; the report uses it to tell the newest runs),
 ``checkpoint`` (``file``, relative to the results folder, and its ``sha256``; ``null`` when the
@@ -49,6 +52,7 @@ import numpy as np
 import torch
 
 from dino_rnn import settings as P
+from dino_rnn.baselines import losses_by_position
 from dino_rnn.data import DataError, NameReport, Vocab, encode_names, read_names, sha256_of, split_names
 from dino_rnn.files import NOTEBOOK_RESULTS, output_dir, result_paths
 from dino_rnn.files import CHECKPOINTS, METRICS
@@ -87,6 +91,7 @@ class Experiment:
         self.finished: str | None = None
         self.checkpoint_record: dict | None = None  # {"file", "sha256"} of the checkpoint save() writes
         self.own: dict = {}  # the functions of your own that run in place of the package's (see use())
+        self.test_by_position: dict | None = None  # the test loss by position, from the best state
 
     @property
     def label(self) -> str:
@@ -187,7 +192,22 @@ class Experiment:
         splits = [self.pairs(x) for x in (self.train_set, self.valid_set, self.test_set)]
         with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported, not warned about
             self.history = run_epochs(step, *splits, epochs=s.epochs, progress=self.progress, desc=self.label)
+        self.test_by_position = self.position_losses() if self.history.best_state is not None else None
         return self.history
+
+    @torch.no_grad()
+    def position_losses(self) -> dict:
+        """The test names' loss by target position (:func:`dino_rnn.baselines.losses_by_position`),
+        from the model as it stands (after :meth:`train`: the best-validation state), in eval mode.
+        A forward pass only: no parameter and no random state changes."""
+        import torch.nn.functional as F
+
+        self.model.eval()
+        per_name = []
+        for x, y in pairs_of(self.test_set, self.device):
+            logits, _ = self.model(x)
+            per_name.append(F.cross_entropy(logits, y.to(logits.device), reduction="none").double().cpu().numpy())
+        return losses_by_position(per_name)
 
     # -- samples ---------------------------------------------------------------
     def sample(self) -> dict:
@@ -253,6 +273,7 @@ class Experiment:
             "train_loss": h.best_train_loss,
             "valid_loss": h.best_valid_loss,
             "test_loss": h.test_loss,
+            "test_loss_by_position": self.test_by_position,
             "seconds_per_epoch": h.seconds_per_epoch,
             "samples": self.samples,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},

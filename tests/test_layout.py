@@ -92,7 +92,7 @@ def test_the_graph_reader_sees_every_form_of_import(tmp_path):
 # knows nothing of the report or the runner, the report renders what it is given, and the
 # compiled path sits between the models it differentiates and the training loop that calls it.
 LAYERS = [
-    ("settings", "files", "data", "models", "numpy_nets"),
+    ("settings", "files", "data", "baselines", "models", "numpy_nets"),
     ("fast",),
     ("train", "sample", "plots", "experiment", "anbn", "lab"),
     ("exercises",),

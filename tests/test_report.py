@@ -3,9 +3,11 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from dino_rnn.data import DATA_SHA256
 from dino_rnn.report.tables import load_metrics, paired_differences, summary_frame, write_comparison
 
 TEST = {  # test losses by architecture and seed
@@ -25,7 +27,7 @@ def metric(arch, seed, test, status="ok"):
         "status": status,
         "message": "" if status == "ok" else "loss became NaN at epoch 2",
         "parameters": {"seed": seed, "epochs": 3},
-        "data": {"mean_name_length": 12.0},
+        "data": {"mean_name_length": 12.0, "sha256": DATA_SHA256, "path": "dino_names.txt"},
         "history": {"train_loss": [2.5, 2.0, 1.9], "valid_loss": valid, "seconds": [0.5, 0.5, 0.6]},
         "best_epoch": 2,
         "train_loss": 2.0,
@@ -98,7 +100,7 @@ def test_written_comparison(results):
     write_comparison(results, extra_sections=["## Extra\n\nadded"], reference=None)
     md = (results / "comparison.md").read_text()
     table = [line for line in md.splitlines() if line.startswith("| nn.")]
-    assert len(table) == 3 + 3 + 3  # main table, three pairs, samples
+    assert len(table) == 3 + 3 + 3 + 3  # main table, three pairs, the gains over the count models, samples
     assert "1.5500 ± 0.0500" in md
     assert "1.8576 / 1.6835 / 1.5294" in md  # the published nn.RNN figures beside ours
     assert "## Which differences hold over seeds" in md and "## Extra" in md
@@ -341,3 +343,120 @@ def test_settings_of_reads_each_setting_by_its_one_name_and_older_metrics_too():
     # metrics written before the rename say hidden_size, and nothing of clipping (which they did not do)
     before = {"architecture": "gru", "parameters": {"hidden_size": 128, "num_layers": 2}}
     assert settings_of(before)["hidden"] == 128 and settings_of(before)["clip"] is None
+
+
+# ---------------------------------------------------------------------------
+# How good is good: units, the count models, another names file
+# ---------------------------------------------------------------------------
+
+
+def _cells(md: str, first: str) -> dict[str, str]:
+    """The first Markdown table row whose first cell is ``first``, as {column: cell}."""
+    lines = md.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == first:
+            header = next(lines[j] for j in range(i, -1, -1) if lines[j + 1].startswith("|:") or lines[j + 1].startswith("|-"))
+            return dict(zip([c.strip() for c in header.strip("|").split("|")], cells))
+    raise AssertionError(f"no row {first!r}")
+
+
+@pytest.mark.slow
+def test_every_loss_table_has_bits_and_perplexity(results):
+    """bits = nats / ln 2 and perplexity = e^nats: per_seed.csv, comparison.csv, baselines.csv,
+    the comparison table and the count models' table of comparison.md."""
+    write_comparison(results, reference=None)
+    per_seed = pd.read_csv(results / "per_seed.csv")
+    summary = pd.read_csv(results / "comparison.csv")
+    ladder = pd.read_csv(results / "baselines.csv")
+    for frame, suffix, perp in ((per_seed, "", ""), (summary, "_mean", ""), (ladder, "", "")):
+        for k in ("train_loss", "valid_loss", "test_loss"):
+            nats = frame[f"{k}{suffix}"]
+            assert (frame[f"{k}_bits{suffix}"] - nats / math.log(2)).abs().max() < 1e-4
+            assert ((frame[f"{k}_perplexity"] - nats.map(math.exp)) / frame[f"{k}_perplexity"]).abs().max() < 1e-4
+    md = (results / "comparison.md").read_text()
+    row = _cells(md, "nn.RNN")
+    assert row["Test loss"] == "1.5500 ± 0.0500"
+    assert row["Test bits / char"] == f"{1.55 / math.log(2):.3f}" and row["Test perplexity"] == f"{math.exp(1.55):.2f}"
+    assert row["Best epoch"] == "2 ± 0.0 of 3" and row["Time per epoch"] == "500 ms" and row["Parameters (published)"] == "7707 (7707)"
+    uniform = _cells(md, "uniform")
+    assert uniform["Test loss"] == f"{math.log(27):.4f} ± 0.0000" and uniform["Test perplexity"] == "27.00"
+    assert uniform["Test bits / char"] == f"{math.log2(27):.3f}"
+
+
+def test_the_gain_is_the_best_count_model_minus_the_model_paired_by_seed(results):
+    from dino_rnn.report import goodness
+    from dino_rnn.report.sweepreport import paired_interval
+
+    runs = load_metrics(results)
+    rows = goodness.ladder_rows(runs)
+    assert {r["seed"] for r in rows} == {0, 1, 2}
+    best = {s: min((r for r in rows if r["seed"] == s), key=lambda r: r["valid_loss"]) for s in (0, 1, 2)}
+    gains = {g["architecture"]: g for g in goodness.gains(runs, rows)}
+    for arch, losses in TEST.items():
+        d = [best[s]["test_loss"] - t for s, t in enumerate(losses)]
+        assert gains[arch]["gain"] == pytest.approx(sum(d) / 3)
+        r = paired_interval([best[s]["test_loss"] for s in range(3)], losses)
+        assert (gains[arch]["low"], gains[arch]["high"]) == (pytest.approx(r["low"]), pytest.approx(r["high"]))
+        assert gains[arch]["model_lower_on"] == sum(x > 0 for x in d)
+
+
+def test_runs_without_the_loss_by_position_are_left_out_of_its_plot_and_said(results):
+    from dino_rnn.report import goodness
+
+    runs = load_metrics(results)
+    pos = {"mean": [2.0, 1.0, 3.0], "count": [3, 2, 1], "share": [0.1, 0.1, 0.1]}
+    runs[0]["test_loss_by_position"] = pos
+    curves = goodness.position_curves(runs, goodness.ladder_rows(runs))
+    assert list(curves)[0] == "nn.RNN" and len(curves) == 2  # the one run that has it, and the best count model
+    assert curves["nn.RNN"][0] == 2.0 and curves["nn.RNN"][-1] == pytest.approx(np.nan, nan_ok=True)
+    caption = goodness.position_caption(runs, goodness.ladder_rows(runs))
+    assert "Not in the position plot" in caption and "nn.LSTM seeds 0, 1, 2" in caption
+    assert "nn.RNN seeds 1, 2" in caption and "nn.RNN seeds 0" not in caption
+
+
+def test_pooling_the_tail_weighs_positions_by_their_counts():
+    from dino_rnn.report.goodness import pooled
+
+    p = pooled({"mean": [1.0, 2.0, 3.0, 5.0], "count": [4, 4, 3, 1]}, pool=3)
+    assert list(p) == [1.0, 2.0, pytest.approx((3.0 * 3 + 5.0) / 4)]
+
+
+@pytest.fixture
+def other_names(tmp_path):
+    """A names file that is not Dino Names, and the same hand-made runs on it."""
+    import random
+
+    from dino_rnn.data import sha256_of
+
+    rng = random.Random(3)
+    f = tmp_path / "pokemon.txt"
+    f.write_text("\n".join("".join(rng.choice("bcdklmpr") + rng.choice("aeiou") for _ in range(rng.randint(2, 4)))
+                           for _ in range(120)) + "\n")
+    results = tmp_path / "results"
+    (results / "metrics").mkdir(parents=True)
+    for arch, losses in TEST.items():
+        for seed, t in enumerate(losses):
+            m = metric(arch, seed, t)
+            m["data"] = {"mean_name_length": 6.0, "sha256": sha256_of(f), "path": str(f), "names": 120}
+            (results / "metrics" / f"{arch}-seed{seed}.json").write_text(json.dumps(m))
+    return results
+
+
+PUBLISHED_FIGURES = ("1.8576", "1.6835", "1.5294", "1.7426", "1.4923", "1.3935")  # published nn.RNN, nn.LSTM, nn.GRU
+
+
+@pytest.mark.slow
+def test_another_names_file_shows_no_published_figures_and_no_dino_title(other_names):
+    from dino_rnn.report.site import index_page
+
+    write_comparison(other_names, reference=None)
+    md = (other_names / "comparison.md").read_text()
+    csv = (other_names / "comparison.csv").read_text()
+    page = index_page(other_names)
+    for text in (md, csv, page):
+        assert "Dino Names" not in text and not any(v in text for v in PUBLISHED_FIGURES)
+        assert "published_" not in text and "Published train" not in text
+    assert md.startswith("# pokemon.txt: comparison") and "<h1>pokemon.txt: " in page
+    assert "## How good is good" in md and "How good is good" in page
+    assert _cells(md, "uniform")["Test loss"] == f"{math.log(len(set('bcdklmpraeiou.'))):.4f} ± 0.0000"

@@ -18,10 +18,11 @@ from dino_rnn.runner import folders as R
 
 from dino_rnn import files as F
 from dino_rnn.report import site as S
+from dino_rnn.report.tables import seconds_text
 from dino_rnn.cli import main
 
 REFERENCE = ROOT / "results" / "reference"
-SECTIONS = ["table", "seeds", "curves", "samples", "anbn", "reports", "settings"]
+SECTIONS = ["table", "seeds", "good", "curves", "samples", "anbn", "reports", "settings"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -108,7 +109,7 @@ def test_the_index_gathers_the_whole_study(reference_site):
     facts = page.find("ul", class_="facts").get_text(" ")
     study = json.loads((folder / "study.json").read_text())
     n = len(study["jobs"])
-    assert f"{n} of {n} notebooks ran" in facts and S._duration(study["seconds"]) in facts
+    assert f"{n} of {n} notebooks ran" in facts and seconds_text(study["seconds"]) in facts
     assert "What failed" not in page.get_text()
 
 
@@ -119,7 +120,7 @@ def test_the_index_is_self_contained(reference_site):
     assert not page.find_all(["script", "link", "iframe", "object", "embed"])
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", text) and "@import" not in text
     images = page.find_all("img")
-    assert len(images) == 1 + 6 + 1  # the overlay, each model, the aⁿbⁿ curves
+    assert len(images) == 1 + 6 + 1 + 1  # the overlay, each model, the aⁿbⁿ curves, the loss by position
     for img in images:
         assert img["src"].startswith("data:image/png;base64,") and img.get("alt")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == PNG
@@ -327,14 +328,14 @@ def test_the_index_in_a_real_browser(browser, reference_site, screen, tmp_path):
     print(f"screenshot: {shot}")
     p = page.probe
     assert page.console_errors == [] and page.failed == [] and page.remote_requests == []
-    assert p["images"] == 8 and p["broken"] == []
+    assert p["images"] == 9 and p["broken"] == []  # the overlay, 6 models, aⁿbⁿ, the loss by position
     assert p["font"].endswith("sans-serif")  # the page's own stylesheet applies
     assert p["tables"] >= 9 and p["rows"] >= 80 and p["scripts"] == 0
     assert p["scrollWidth"] <= width and p["tooWide"] == []  # nothing makes the page scroll sideways
     if screen == "desktop":
         assert p["boxScrolls"][0] is False  # the comparison table fits a desktop window whole
     assert [h for h in p["headings"][1:]] == [
-        "The comparison", "Which differences hold over seeds", "Learning curves", "Samples",
+        "The comparison", "Which differences hold over seeds", "How good is good", "Learning curves", "Samples",
         "aⁿbⁿ: the NumPy lab", "Notebook reports", "Settings and software"]
     assert page.png[:8] == PNG and int.from_bytes(page.png[16:20], "big") == width
     assert int.from_bytes(page.png[20:24], "big") == p["height"] > 3000
@@ -389,3 +390,26 @@ def test_report_screenshot_through_the_cli(reference_site, tmp_path, browser, mo
     assert data[:8] == PNG and int.from_bytes(data[16:20], "big") == 1280  # the top of the page, 1280 × 1000
     assert int.from_bytes(data[20:24], "big") == 1000
     assert f"screenshot: {shot}" in capsys.readouterr().out
+
+
+def test_the_index_gives_every_test_loss_in_nats_bits_and_perplexity(reference_site):
+    """The comparison table and the count models' table: bits = nats / ln 2, perplexity = e^nats
+    (of the mean over seeds); the gains table says its gains in nats and bits."""
+    import math
+
+    folder, _ = reference_site
+    page = soup(folder / "html" / "index.html")
+    seen = 0
+    for table in page.find_all("table"):
+        head = [th.get_text(strip=True) for th in table.find_all("th")]
+        if "Test bits / char" not in head:
+            continue
+        for tr in table.find("tbody").find_all("tr"):
+            cells = dict(zip(head, [td.get_text(strip=True) for td in tr.find_all("td")]))
+            nats = float(cells["Test loss"].split(" ± ")[0])
+            assert abs(float(cells["Test bits / char"]) - nats / math.log(2)) <= 0.0006 + 0.00005 / math.log(2)
+            assert abs(float(cells["Test perplexity"]) - math.exp(nats)) <= 0.006 + math.exp(nats) * 0.00006
+            seen += 1
+    assert seen == 6 + 8  # six models, eight count models
+    good = page.find("h2", id="good").find_next("table").find_next("table")
+    assert "Gain (bits / char)" in good.get_text() and "Gain over the best count model (nats / char)" in good.get_text()

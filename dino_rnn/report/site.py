@@ -40,6 +40,7 @@ import pandas as pd
 from dino_rnn.files import REFERENCE, ROOT, STUDY_JSON, write_text
 from dino_rnn.settings import COMPARED, ParameterError, settings_of
 from dino_rnn.plots import ANBN_LABELS, plot_anbn
+from dino_rnn.report import goodness
 from dino_rnn.report.tables import (
     PAIRED_BY,
     PAIRED_ON,
@@ -49,14 +50,16 @@ from dino_rnn.report.tables import (
     greedy_frame,
     load_anbn,
     load_metrics,
-    load_published,
+    model_style,
     paired_differences,
     paired_frame,
     plot_model,
     plot_overlay,
     protocol_note,
+    published_for,
     samples_frame,
     samples_table,
+    seconds_text,
     select_anbn,
     select_runs,
     show_setting,
@@ -400,13 +403,6 @@ def _figure(fig, alt: str, caption: str = "") -> dict:
     return {"src": src, "alt": alt, "caption": caption, "width": int(round(w)), "height": int(round(h))}
 
 
-def _duration(seconds) -> str:
-    if not isinstance(seconds, (int, float)) or math.isnan(seconds):
-        return "not recorded"
-    s = int(round(seconds))
-    return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
-
-
 def _when(study: dict, runs: list[dict]) -> str:
     started, finished = study.get("started"), study.get("finished")
     if started and finished:
@@ -466,8 +462,8 @@ def _timings(study: dict) -> pd.DataFrame | None:
         js = [j for j in jobs if j["notebook"] == nb]
         secs = [j.get("seconds", math.nan) for j in js]
         bad = [j for j in js if j.get("status") != "ok"]
-        rows.append({"notebook": nb, "runs": str(len(js)), "mean": _duration(sum(secs) / len(secs)),
-                     "longest": _duration(max(secs)), "failed": str(len(bad)) if bad else "—"})
+        rows.append({"notebook": nb, "runs": str(len(js)), "mean": seconds_text(sum(secs) / len(secs)),
+                     "longest": seconds_text(max(secs)), "failed": str(len(bad)) if bad else "—"})
     return pd.DataFrame(rows)
 
 
@@ -487,7 +483,7 @@ def index_figures(results_dir) -> dict:
     notebook runs and hands them to :func:`build_site`."""
     results_dir = Path(results_dir)
     runs, _ = select_runs(load_metrics(results_dir))
-    return _draw_figures(runs, load_published(), select_anbn(load_anbn(results_dir))[0])
+    return _draw_figures(runs, published_for(runs), select_anbn(load_anbn(results_dir))[0])
 
 
 def _draw_figures(runs: list[dict], published, anbn_runs: list[dict]) -> dict:
@@ -506,7 +502,7 @@ def _draw_figures(runs: list[dict], published, anbn_runs: list[dict]) -> dict:
         anbn = [_figure(plot_anbn(first), f"aⁿbⁿ training and validation loss per epoch, seed {first['parameters']['seed']}",
                         f"Seed {first['parameters']['seed']}: " + ", ".join(
                             ANBN_LABELS.get(k, k) for k in first["models"]) + " (log scale).")]
-    return {"overlay": overlay, "models": models, "anbn": anbn}
+    return {"overlay": overlay, "models": models, "anbn": anbn, **_goodness_figures(runs)}
 
 
 def index_page(results_dir, reports: list[Executed] | None = None, generator: str = "dino-rnn report",
@@ -524,14 +520,16 @@ def index_page(results_dir, reports: list[Executed] | None = None, generator: st
     if not runs:
         raise ParameterError(f"{display_path(results_dir)} has no metrics/*.json: nothing to report; run dino-rnn study first")
     study = read_study(results_dir)
-    published = load_published()
+    published = published_for(runs)
     anbn_runs, anbn_left = select_anbn(load_anbn(results_dir))
     figures = _draw_figures(runs, published, anbn_runs) if figures is None else figures
     left_out = left_out + [f"aⁿbⁿ seed {r['parameters']['seed']}: other settings" for r in anbn_left]
     reports = executed_notebooks(results_dir) if reports is None else reports
     return _render_index(
+        **_title_part(runs),
         **_facts_part(runs, study, shown),
         **_comparison_part(runs, published, left_out, figures),
+        **_goodness_part(runs, figures),
         **_samples_part(runs),
         **_anbn_part(anbn_runs, figures),
         **_reports_part(reports, study, runs, shown),
@@ -550,14 +548,52 @@ def _render_index(**page) -> str:
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
     env.globals["zip"] = zip
     return env.get_template("index.html.j2").render(
-        title="Dino Names: six character-level language models, side by side",
-        lede=("Six next-character models (an RNN from nn.Linear layers, nn.RNN, nn.LSTM, nn.GRU, and an RNN and an LSTM "
-              "written in NumPy) learned to write dinosaur names from the 1536 Dino Names, under the published "
-              "protocol. This page gathers the whole study; the notebook reports below show each step."),
         css=css(),
         built=time.strftime("%Y-%m-%d %H:%M"),
         **page,
     )
+
+
+def _title_part(runs: list[dict]) -> dict:
+    """The page's title and first paragraph, naming the names file the runs read."""
+    data = goodness.data_title(runs)
+    n = next((m["data"].get("names") for m in runs if m.get("data")), None)
+    models = len({m["architecture"] for m in runs})
+    if goodness.is_dino_names(runs):
+        lede = ("Six next-character models (an RNN from nn.Linear layers, nn.RNN, nn.LSTM, nn.GRU, and an RNN and an "
+                "LSTM written in NumPy) learned to write dinosaur names from the 1536 Dino Names, under the published "
+                "protocol. This page gathers the whole study; the notebook reports below show each step.")
+    else:
+        count = {1: "One", 2: "Two", 3: "Three", 4: "Four", 5: "Five", 6: "Six"}.get(models, str(models))
+        lede = (f"{count} next-character models learned to write names from {data}"
+                + (f" ({n} names)" if n else "") + ", under the published protocol. This page gathers the whole "
+                "study; the notebook reports below show each step.")
+    return {"title": f"{data}: {'six' if models == 6 else models} character-level language models, side by side",
+            "lede": lede}
+
+
+def _goodness_figures(runs: list[dict]) -> dict:
+    """The index page's position plot (an empty list without the count models)."""
+    rows = goodness.ladder_rows(runs)
+    if not rows:
+        return {"by_position": []}
+    return {"by_position": [_figure(goodness.plot_by_position(runs, rows, model_style),
+                                    "Test loss by position in the name, every model and the best count model",
+                                    goodness.position_caption(runs, rows))]}
+
+
+def _goodness_part(runs: list[dict], figures: dict) -> dict:
+    """How good is good: the count models' ladder, each model's gain over the best, the position plot."""
+    rows = goodness.ladder_rows(runs)
+    if not rows:
+        return {"ladder": None, "ladder_num": [], "gains": None, "gains_num": [], "goodness_text": "",
+                "goodness_missing": goodness.goodness_markdown(runs).split("\n\n", 1)[-1].strip(), "by_position": []}
+    ladder, gains = goodness.ladder_frame(rows), goodness.gains_frame(goodness.gains(runs, rows))
+    return {"ladder": ladder, "ladder_num": [c for c in ladder.columns if c not in ("Count model",)],
+            "gains": gains, "gains_num": [c for c in gains.columns if c not in ("Model", "Holds")],
+            "gains_class": lambda row: "holds" if row[-1] == "yes" else "",
+            "goodness_text": goodness.goodness_text(runs, rows), "goodness_missing": "",
+            "by_position": figures.get("by_position", [])}
 
 
 def _facts_part(runs: list[dict], study: dict, shown: Path) -> dict:
@@ -576,7 +612,7 @@ def _facts_part(runs: list[dict], study: dict, shown: Path) -> dict:
     return {
         "ok": not problems, "problems": problems, "outcome": outcome, "notes": notes,
         "when": _when(study, runs),
-        "took": _duration(study.get("seconds")) + (f" on {workers} worker processes" if workers else ""),
+        "took": seconds_text(study.get("seconds")) + (f" on {workers} worker processes" if workers else ""),
         "runs_line": f"{len(runs)} runs: {len(models)} models × seeds {', '.join(map(str, seeds))}",
         "folder": display_path(shown, ROOT),
         "reference_line": study.get("reference", ""),
@@ -588,12 +624,13 @@ def _comparison_part(runs: list[dict], published, left_out: list[str], figures: 
     labels = {m["architecture"]: m["label"] for m in runs}
     seeds = sorted({m["parameters"]["seed"] for m in runs})
     epochs = sorted({m["parameters"]["epochs"] for m in runs})
-    pub_count = sum(1 for a in labels if a in published.index)
+    pub_count = sum(1 for a in labels if published is not None and a in published.index)
     caption = (f"Cross-entropy in nats per character (lower is better) at each run's best-validation epoch: the "
                f"mean ± standard deviation over {len(seeds)} seed{'s' * (len(seeds) > 1)} "
-               f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs. Every model of a seed "
-               "was trained and tested on the same split. The published figures "
-               f"({pub_count} models) are one unseeded run per model, each on its own random split.")
+               f"({', '.join(map(str, seeds))}), {', '.join(map(str, epochs))} epochs; the test loss also in bits "
+               "per character (nats / ln 2) and as a perplexity (e^nats). Every model of a seed "
+               "was trained and tested on the same split." + (" The published figures "
+               f"({pub_count} models) are one unseeded run per model, each on its own random split." if pub_count else ""))
     comp = losses_first(comparison_frame(summary_frame(runs, published)))
     pairs = paired_differences(runs)
     return {

@@ -7,6 +7,8 @@ notebooks (one file per architecture and seed). ``write_comparison(results_dir)`
   the samples summary and, with two or more seeds, which differences hold over seeds;
 - ``comparison.csv`` – one row per architecture (means, standard deviations, published);
 - ``per_seed.csv``   – one row per architecture and seed;
+- ``baselines.csv``  – the count models' ladder, one row per seed and rung (:mod:`dino_rnn.report.goodness`);
+- ``loss_by_position.png`` – the test loss by position in the name, every model and the best count model;
 - ``validation_curves.png`` – every model's validation curve (mean, band over seeds);
 - ``curves_by_model.png``   – each model's training and validation curves.
 
@@ -15,6 +17,10 @@ several settings (a student tried ``EPOCHS=2``, say), the row takes the settings
 newest run and the report lists the others as left out, and why. Beside a user's runs the
 report shows the committed reference (``results/reference``) and says, seed by seed,
 whether the runs both have at the same settings give the same losses.
+
+Every loss is in nats per character, and beside it in bits per character (nats / ln 2) and
+as a perplexity (e^nats). The published figures are shown only beside runs on the Dino Names
+file (recognised by its sha256); on another names file the titles name that file.
 
 A run's settings are :func:`dino_rnn.settings.settings_of` (the :data:`~dino_rnn.settings.COMPARED`
 ones) and its names file's sha256 (:func:`run_settings`); the paired differences are
@@ -31,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dino_rnn.baselines import bits, perplexity
 from dino_rnn.plots import ANBN_ORDER, LOSS_LABEL, STYLES, TRAIN_COLOR, VALID_COLOR, whole_epochs
 from dino_rnn.files import ANBN_DIR, REFERENCE, STUDY_JSON, save_figure, write_text
+from dino_rnn.report import goodness
 from dino_rnn.report.sweepreport import paired_interval
 from dino_rnn.settings import COMPARED, DEFAULTS, ParameterError, settings_of
 
@@ -83,6 +91,20 @@ def load_published(path=PUBLISHED_CSV) -> pd.DataFrame:
     back = {v: k for k, v in PUBLISHED_NAMES.items()}
     df["architecture"] = df["architecture"].map(back)
     return df.set_index("architecture").astype({"learnable_parameters": int, "epochs": int, "hidden_size": int})
+
+
+def published_for(runs: list[dict]) -> pd.DataFrame | None:
+    """The published table for runs on the Dino Names file (by its sha256); None for any other names file."""
+    return load_published() if goodness.is_dino_names(runs) else None
+
+
+def with_units(row: dict, keys=LOSSES, suffix: str = "") -> dict:
+    """``row`` with ``{k}_bits{suffix}`` and ``{k}_perplexity`` beside each loss ``{k}{suffix}`` in nats."""
+    for k in keys:
+        v = row[f"{k}{suffix}"]
+        row[f"{k}_bits{suffix}"] = bits(v) if v is not None else math.nan
+        row[f"{k}_perplexity"] = perplexity(v) if v is not None else math.nan
+    return row
 
 
 def run_settings(m: dict) -> dict:
@@ -174,7 +196,7 @@ def per_seed_frame(runs: list[dict]) -> pd.DataFrame:
                 "learnable_parameters": m["learnable_parameters"],
                 "epochs": m["parameters"]["epochs"],
                 "best_epoch": m["best_epoch"],
-                **{k: m[k] for k in LOSSES},
+                **with_units({k: m[k] for k in LOSSES}),
                 "seconds_per_epoch": m["seconds_per_epoch"],
                 "greedy_new_share": s.get("greedy_new_share"),
                 "sampled_new_share": s.get("sampled_new_share"),
@@ -200,6 +222,8 @@ def summary_frame(runs: list[dict], published: pd.DataFrame | None = None) -> pd
         for k in LOSSES + ("best_epoch", "seconds_per_epoch"):
             row[f"{k}_mean"] = d[k].mean() if len(d) else math.nan
             row[f"{k}_std"] = d[k].std(ddof=1) if len(d) > 1 else math.nan
+        with_units(row, suffix="_mean")  # the perplexity of the mean: e^(mean nats)
+        row["epochs"] = int(all_d.epochs.max())
         if published is not None and arch in published.index:
             p = published.loc[arch]
             row["published_parameters"] = int(p.learnable_parameters)
@@ -332,28 +356,61 @@ def _pm(mean, std, digits=4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+TEST_BITS, TEST_PERPLEXITY = "Test bits / char", "Test perplexity"
+
+
 def comparison_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """The comparison table as text cells: ours (mean ± std over seeds) beside the published."""
+    """The comparison table as text cells: ours (mean ± std over seeds) beside the published (when
+    the summary has them: runs on the Dino Names file), the test loss also in bits and perplexity."""
     rows = []
+    published = "published_test_loss" in summary.columns
     for _, r in summary.iterrows():
         pub = lambda k: f"{r[k]:.4f}" if k in r and not pd.isna(r.get(k)) else "—"  # noqa: E731
-        params = f"{r.learnable_parameters}"
+        params = f"{int(r.learnable_parameters)}"
         if "published_parameters" in r and not pd.isna(r.get("published_parameters")):
             params += f" ({int(r.published_parameters)})"
-        rows.append(
-            {
-                "Model": r.label,
-                "Parameters (published)": params,
-                "Seeds": f"{r.seeds}" + (f" (+{r.failed_seeds} failed)" if r.failed_seeds else ""),
-                "Train loss": _pm(r.train_loss_mean, r.train_loss_std),
-                "Validation loss": _pm(r.valid_loss_mean, r.valid_loss_std),
-                "Test loss": _pm(r.test_loss_mean, r.test_loss_std),
-                "Published train / valid / test": f"{pub('published_train_loss')} / {pub('published_valid_loss')} / {pub('published_test_loss')}",
-                "Best epoch": _pm(r.best_epoch_mean, r.best_epoch_std, 1),
-                "s / epoch": _pm(r.seconds_per_epoch_mean, None, 2),
-            }
-        )
+        row = {
+            "Model": r.label,
+            "Parameters (published)" if published else "Parameters": params,
+            "Seeds": f"{int(r.seeds)}" + (f" (+{int(r.failed_seeds)} failed)" if r.failed_seeds else ""),
+            "Train loss": _pm(r.train_loss_mean, r.train_loss_std),
+            "Validation loss": _pm(r.valid_loss_mean, r.valid_loss_std),
+            "Test loss": _pm(r.test_loss_mean, r.test_loss_std),
+            TEST_BITS: _pm(r.test_loss_bits_mean, None, 3),
+            TEST_PERPLEXITY: _pm(r.test_loss_perplexity, None, 2),
+            "Published train / valid / test": f"{pub('published_train_loss')} / {pub('published_valid_loss')} / {pub('published_test_loss')}",
+            "Best epoch": best_epoch_text(r.best_epoch_mean, r.best_epoch_std, r.get("epochs")),
+            "Time per epoch": seconds_text(r.seconds_per_epoch_mean),
+        }
+        if not published:
+            del row["Published train / valid / test"]
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _number(x: float, digits: int = 1) -> str:
+    """``38`` for 38.0, ``39.4`` for 39.4: a whole number without its decimals."""
+    return f"{int(round(x))}" if float(x).is_integer() else f"{x:.{digits}f}"
+
+
+def best_epoch_text(mean, std, epochs=None) -> str:
+    """``"38 of 40"``, ``"39.4 ± 0.5 of 40"``: the best epoch (mean ± std over seeds) of how many."""
+    if mean is None or pd.isna(mean):
+        return "—"
+    text = _number(mean) + ("" if std is None or pd.isna(std) else f" ± {std:.1f}")
+    return text + (f" of {int(epochs)}" if epochs is not None and not pd.isna(epochs) else "")
+
+
+def seconds_text(seconds) -> str:
+    """A time as people read it: ``"150 ms"``, ``"2.3 s"``, ``"4 min 10 s"``, ``"1 h 2 min"``."""
+    if seconds is None or pd.isna(seconds):
+        return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    return f"{s // 3600} h {s % 3600 // 60} min" if s >= 3600 else f"{s // 60} min {s % 60} s"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -601,17 +658,19 @@ def plot_by_model(runs: list[dict], published: pd.DataFrame | None = None):
 def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None, extra_sections=(), summary=None,
                         left_out=()) -> str:
     """The report as Markdown; ``runs`` are the selected runs (see :func:`select_runs`)."""
-    summary = summary_frame(runs, load_published()) if summary is None else summary
+    summary = summary_frame(runs, published_for(runs)) if summary is None else summary
     seeds = sorted({m["parameters"]["seed"] for m in runs})
     epochs = sorted({m["parameters"]["epochs"] for m in runs})
     lines = [
-        "# Dino Names: comparison",
+        f"# {goodness.data_title(runs)}: comparison",
         "",
         f"Generated by `dino-rnn study` from {len(runs)} run(s): seeds {', '.join(map(str, seeds))}; "
         f"{', '.join(map(str, epochs))} epochs. Losses are cross-entropy in nats per character at the "
         "best-validation epoch (mean ± standard deviation over seeds); every model of a seed was "
-        "trained and tested on the same split. The published figures are one unseeded run per "
-        "model, each on its own random split.",
+        "trained and tested on the same split. The test loss is also in bits per character (nats / ln 2) "
+        "and as a perplexity (e^nats, of the mean over seeds)."
+        + (" The published figures are one unseeded run per model, each on its own random split."
+           if "published_test_loss" in summary.columns else ""),
         "",
         markdown_table(summary),
         "",
@@ -623,7 +682,8 @@ def comparison_markdown(runs: list[dict], failures: dict[str, str] | None = None
     if left_out:
         lines += ["## Runs left out", "", "Each row holds runs of one setting only.", ""]
         lines += [f"- {why}" for why in left_out] + [""]
-    lines += _unfinished_section(runs, failures) + _paired_section(runs) + _samples_section(runs)
+    lines += _unfinished_section(runs, failures) + _paired_section(runs) + [goodness.goodness_markdown(runs)]
+    lines += _samples_section(runs)
     lines += [line for section in extra_sections if section for line in (section.rstrip(), "")]
     return "\n".join(lines)
 
@@ -699,13 +759,18 @@ def write_comparison(results_dir, failures: dict[str, str] | None = None, extra_
         ref_runs = load_metrics(reference)
         if ref_runs:
             extra_sections.insert(0, reference_markdown(runs, ref_runs, reference))
-    published = load_published()
+    published = published_for(runs)
     summary = summary_frame(runs, published)
     write_text(results_dir / "comparison.md", comparison_markdown(runs, failures, extra_sections, summary, left_out))
     write_text(results_dir / "comparison.csv", summary.to_csv(index=False, float_format="%.6g"))
     write_text(results_dir / "per_seed.csv", per_seed_frame(runs).to_csv(index=False, float_format="%.6g"))
-    for name, fig in (("validation_curves.png", plot_overlay(runs, published)),
-                      ("curves_by_model.png", plot_by_model(runs, published))):
+    figures = [("validation_curves.png", plot_overlay(runs, published)),
+               ("curves_by_model.png", plot_by_model(runs, published))]
+    rows = goodness.ladder_rows(runs)
+    if rows:
+        write_text(results_dir / goodness.LADDER_CSV, goodness.ladder_csv(rows).to_csv(index=False, float_format="%.6g"))
+        figures.append((goodness.BY_POSITION_PNG, goodness.plot_by_position(runs, rows, model_style)))
+    for name, fig in figures:
         save_figure(fig, results_dir / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
     return summary
