@@ -233,7 +233,7 @@ class Experiment:
         table = pd.concat({k: pd.DataFrame(v).set_index("start") for k, v in cols.items()}, axis=1)
         return table.replace({True: "new", False: "known"})
 
-    def temperature_table(self, temperatures=TEMPERATURES, n: int = 100):
+    def temperature_table(self, temperatures=TEMPERATURES, n: int = 50):
         """Samples at each temperature, measured (:func:`dino_rnn.sample.temperature_table`): the
         share of new names, their mean length beside the training names', and their mean
         log-probability per character under the model beside the training names'. Seeded by SEED."""

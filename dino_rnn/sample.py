@@ -333,7 +333,7 @@ def per_character(model, vocab: Vocab, names: list[str]) -> float:
 
 
 @torch.no_grad()
-def temperature_table(model, vocab: Vocab, training_names: list[str], *, temperatures=TEMPERATURES, n: int = 100,
+def temperature_table(model, vocab: Vocab, training_names: list[str], *, temperatures=TEMPERATURES, n: int = 50,
                       seed: int = 0, max_length: int = MAX_LENGTH):
     """Samples over temperatures, measured: a pandas DataFrame indexed by temperature.
 
