@@ -124,7 +124,8 @@ def test_the_comparison_puts_the_losses_beside_the_model_and_times_read_as_peopl
     import pandas as pd
 
     frame = pd.DataFrame(columns=["Model", "Parameters (published)", "Seeds", "Train loss", "Validation loss",
-                                  "Test loss", "Published train / valid / test", "Best epoch", "s / epoch"])
+                                  "Test loss", "Test bits / char", "Test perplexity", "Published train / valid / test",
+                                  "Best epoch", "s / epoch"])
     assert list(S.losses_first(frame).columns[:4]) == ["Model", "Test loss", "Validation loss", "Train loss"]
     assert sorted(S.losses_first(frame).columns) == sorted(frame.columns)
     table = S._timings({"jobs": [{"notebook": "03_lstm.ipynb", "seed": 0, "seconds": 167.3, "status": "ok"},

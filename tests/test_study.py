@@ -71,7 +71,7 @@ def test_smoke_study_writes_everything(tmp_path, capfd):
     out = tmp_path / "results"
     assert main(["study", "--smoke", "--out", str(out), "--jobs", "2"]) == 0
     md = (out / "comparison.md").read_text()
-    rows = [line for line in md.split("## ")[1].splitlines() if line.startswith("| ") and "Model" not in line]
+    rows = [line for line in md.split("\n## ")[0].splitlines() if line.startswith("| ") and "Model" not in line]
     n_models = len(S.model_notebooks())
     assert n_models >= 4
     for arch in ("nn.RNN", "nn.LSTM", "nn.GRU", "RNN from scratch"):

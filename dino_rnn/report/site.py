@@ -744,7 +744,8 @@ def downloads(source) -> list[dict]:
 def losses_first(frame: pd.DataFrame) -> pd.DataFrame:
     """The comparison table with the columns a reader looks for first beside the model: the test,
     validation and training losses (what a phone shows before any sideways swipe), then the rest."""
-    first = [c for key in ("test", "valid", "train") for c in frame.columns if c.lower().startswith(key)]
+    first = [c for key in ("test loss", "validation loss", "train loss") for c in frame.columns
+             if c.lower().startswith(key)]
     return frame[[c for c in frame.columns[:1]] + first + [c for c in frame.columns[1:] if c not in first]]
 
 
