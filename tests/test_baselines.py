@@ -157,3 +157,23 @@ def test_a_run_records_its_test_loss_by_position(arch, tmp_path, dino_file):
     assert pos["count"] == [sum(t >= p for t in lengths) for p in range(1, max(lengths) + 1)]
     mean, count = np.array(pos["mean"]), np.array(pos["count"])
     assert (mean * count).sum() / count.sum() != pytest.approx(m["test_loss"], abs=1e-4)  # per character: another mean
+
+
+def test_a_warmed_ladder_is_the_one_the_report_reads(tmp_path):
+    """The study counts the ladder in the comparison notebook's kernel before the notebook runs
+    (goodness.warm_ladder); the notebook's ladder_rows must then find it, not count again."""
+    from dino_rnn.data import sha256_of
+    from dino_rnn.report import goodness
+
+    rng = random.Random(0)
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join("".join(rng.choice("abcde") for _ in range(rng.randint(3, 8))) for _ in range(120)) + "\n")
+    runs = [{"data": {"path": str(path), "sha256": sha256_of(path)}, "parameters": {"seed": s, "max_names": 50}}
+            for s in (3, 4)]
+    goodness._seed_ladder.cache_clear()
+    goodness.warm_ladder(path, [3, 4], 50)
+    warmed = goodness._seed_ladder.cache_info()
+    rows = goodness.ladder_rows(runs)
+    after = goodness._seed_ladder.cache_info()
+    assert (warmed.misses, after.misses, after.hits - warmed.hits) == (2, 2, 2)
+    assert {r["seed"] for r in rows} == {3, 4}

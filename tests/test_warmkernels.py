@@ -188,3 +188,24 @@ def test_a_warm_kernels_heap_is_frozen_and_its_garbage_still_collected(tmp_path)
         assert run(pool, tmp_path, b).status == "ok"
         assert "cycle alive False" in outputs(tmp_path, b)[1]  # collected at the reset, not frozen
         assert pool.started == 1
+
+
+def test_the_executed_notebook_is_written_once_when_it_ends_run_or_failed(tmp_path, pool, monkeypatch):
+    """papermill writes the executed notebook as every cell starts and ends; a study's task runs
+    in a folder nobody watches, so the study's engine writes it once, when the notebook ends (its
+    manager's save), and a failed notebook's file still shows the failing cell's traceback."""
+    import papermill.engines
+
+    writes = []
+    real = papermill.engines.write_ipynb
+    monkeypatch.setattr(papermill.engines, "write_ipynb", lambda nb, path: (writes.append(path), real(nb, path)))
+    ok = notebook(tmp_path / "ok.ipynb", "print(1)", "print(2)", "print(3)")
+    assert run(pool, tmp_path, ok).status == "ok"
+    assert len(writes) == 1 and outputs(tmp_path, ok)[1] == "1\n2\n3\n"
+    writes.clear()
+    bad = notebook(tmp_path / "bad.ipynb", "print('before')", "raise RuntimeError('the cell failed')", "print('after')")
+    job = run(pool, tmp_path, bad)
+    assert job.status == "failed" and "the cell failed" in job.message
+    assert len(writes) == 1
+    code = [c for c in json.loads((tmp_path / "out-bad.ipynb").read_text())["cells"] if c["cell_type"] == "code"]
+    assert ["".join(o.get("text") or o.get("ename")) for c in code for o in c["outputs"]] == ["before\n", "RuntimeError"]

@@ -92,6 +92,14 @@ def _seed_ladder(path: str, sha: str, seed: int, max_names: int | None) -> tuple
     return tuple(B.seed_ladder(names, seed, max_names))
 
 
+def warm_ladder(path, seeds, max_names: int | None = None) -> None:
+    """Count the ladder of each of ``seeds`` now, into this process's cache, for a report about to
+    read it (:func:`ladder_rows` of runs on that names file finds it there)."""
+    sha = sha256_of(Path(path))
+    for seed in seeds:
+        _seed_ladder(str(path), sha, int(seed), max_names)
+
+
 def ladder_rows(runs: list[dict]) -> list[dict] | None:
     """:func:`dino_rnn.baselines.seed_ladder` for every seed of ``runs`` (flat, seed by seed), counted
     on the training names the runs trained on (their ``max_names``), or None when their names file

@@ -232,6 +232,15 @@ def _renderer_class():
 _EXPORT_LOCK = threading.Lock()
 
 
+@functools.lru_cache(maxsize=4096)
+def _clean_html(html: str) -> str:
+    """nbconvert's ``clean_html`` filter (bleach), once per distinct text in a process: both reports
+    of a notebook, and every seed's, sanitise the same Markdown cells (a third of an export's time)."""
+    from nbconvert.filters import clean_html
+
+    return clean_html(html)
+
+
 @functools.lru_cache(maxsize=None)
 def _exporter(learner: bool):
     """The exporter of the learner's (with code) or the reader's report, one per process: its
@@ -254,6 +263,7 @@ def _exporter(learner: bool):
             return MarkdownWithMath(renderer=r).render(source)
 
     return ReportExporter(
+        filters={"clean_html": _clean_html},
         extra_template_basedirs=[str(TEMPLATES)],
         template_name="dino_report",
         exclude_input=not learner,
@@ -757,13 +767,15 @@ def _explore_link(source) -> dict:
     return {"why": why} if why else {"href": EXPLORE}
 
 
-def write_explore(source, dest: Path, subs, generator: str, log=None) -> dict:
+def write_explore(source, dest: Path, subs, generator: str, log=None, built=None) -> dict:
     """``dest/explore.html`` from the checkpoints in ``source``, if it has any; returns the
-    index's line about it (:func:`_explore_link`)."""
+    index's line about it (:func:`_explore_link`). ``built``: a future of
+    :func:`~dino_rnn.report.explore.explore_page`'s result for ``source`` and ``generator``, if it
+    was already being made (a study makes it while its comparison notebook runs)."""
     from dino_rnn.report.explore import EXPLORE, explore_page, why_not
 
     try:
-        page = explore_page(source, generator)
+        page = built.result() if built is not None else explore_page(source, generator)
     except Exception as err:  # the rest of the report does not depend on it
         if log:
             log(f"  HTML of the explore page failed: {err}")
@@ -811,7 +823,7 @@ def export_report(e: Executed, dest: Path, key: dict) -> list[Path]:
 
 
 def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-rnn report", log=None,
-               prebuilt: dict | None = None, data=(), figures: dict | None = None) -> list[str]:
+               prebuilt: dict | None = None, data=(), figures: dict | None = None, explore=None) -> list[str]:
     """Write ``html/`` for ``results_dir`` into ``dest`` (default ``results_dir/html``).
 
     ``staging``: the folder the notebooks ran in, if not ``results_dir`` (its path is shown as
@@ -820,7 +832,8 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
     (:func:`report_key`); a report whose key is not what this build would use is made again.
     ``data``: names files the run read (their paths are hidden like the others), besides those its
     ``study.json`` and metrics name. ``figures``: the index page's (:func:`index_figures`), if
-    already drawn. Returns the files written, relative to ``dest``.
+    already drawn; ``explore``: the explore page's future, if already being made (:func:`write_explore`).
+    Returns the files written, relative to ``dest``.
     """
     results_dir = Path(results_dir)
     dest = Path(dest) if dest is not None else results_dir / HTML
@@ -844,7 +857,7 @@ def build_site(results_dir, dest=None, *, staging=None, generator: str = "dino-r
         except Exception as err:  # one unreadable notebook does not cost the others their reports
             if log:
                 log(f"  HTML of {e.notebook}{f' seed {e.seed}' if e.seed is not None else ''} failed: {err}")
-    explore = write_explore(source, dest, subs, generator, log)
+    explore = write_explore(source, dest, subs, generator, log, built=explore)
     written += [dest / explore["href"]] if explore.get("href") else []
     page = index_page(results_dir, reports, generator, source=staging, figures=figures, explore=explore)
     page = scrub(page, subs)

@@ -23,6 +23,7 @@ notebook the same way.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import sys
@@ -50,6 +51,7 @@ from dino_rnn.runner.warmkernels import KernelPool, close_pool, import_in_backgr
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 COMPARISON = "comparison.ipynb"
+GENERATOR = "dino-rnn study"  # what the report pages say made them
 # A generous bound on one notebook cell (the longest, the aⁿbⁿ lab's training, takes ~1 minute here):
 # a hung kernel fails its notebook instead of hanging the study.
 CELL_TIMEOUT = 1800
@@ -109,6 +111,42 @@ def declared_parameters(path: Path) -> set[str]:
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
+ENGINE = "dino-rnn"  # papermill's nbclient engine, writing the executed notebook once (see _engine)
+
+
+@functools.cache
+def _engine() -> str:
+    """Register (once) and name papermill's nbclient engine with one change: the executed notebook
+    is written when it ends (run, failed, timed out or its kernel dead: papermill's
+    ``notebook_complete`` runs in a ``finally``), not also as every cell starts and ends. Those writes
+    keep a notebook's progress on disk for a person watching a long run; a study's tasks run in a
+    temporary folder nobody watches, where they cost ~6 ms each in the aⁿbⁿ lab (131 writes, 0.6 s
+    of its worker's CPU; ~1.2 s a seed in all)."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager, papermill_engines
+
+    class WrittenAtEnd(NotebookExecutionManager):
+        def save(self, **kwargs):
+            if self.end_time is not None:  # set by notebook_complete, just before its save
+                super().save(**kwargs)
+
+    class Engine(NBClientEngine):
+        @classmethod
+        def execute_notebook(cls, nb, kernel_name, output_path=None, progress_bar=True, log_output=False,
+                             autosave_cell_every=30, **kwargs):  # papermill's Engine.execute_notebook, but its manager
+            nb_man = WrittenAtEnd(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                                  autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register(ENGINE, Engine)
+    return ENGINE
+
+
 def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, paths: tuple = (),
              kernels: KernelPool | None = None) -> Job:
     """Run one notebook here (a task's, or the comparison); never raises: the job records what happened.
@@ -132,6 +170,7 @@ def _execute(job: Job, cwd: str, cell_timeout: float | None = CELL_TIMEOUT, path
             parameters=job.parameters,
             cwd=cwd,
             kernel_name="python3",
+            engine_name=_engine(),
             progress_bar=False,
             log_output=False,
             execution_timeout=cell_timeout,
@@ -576,7 +615,7 @@ def _run_notebooks(ex: Executor, tasks: list[dict], order: list[int], result: St
         job = result.jobs[i]
         finished += 1
         if len(tasks) - finished == min(n_workers, len(tasks)) - 1:
-            _a_core_is_free(comparison_kernel)
+            _a_core_is_free(comparison_kernel, result)
         _take_outcome(job, out, staging, paths, prebuilt)
         bar.update()
         if not quiet:
@@ -587,13 +626,17 @@ def _run_notebooks(ex: Executor, tasks: list[dict], order: list[int], result: St
     return prebuilt
 
 
-def _a_core_is_free(comparison_kernel: KernelPool | None) -> None:
-    """A worker has nothing left to run, so a core is free: the comparison's kernel starts, and this
-    process loads what the report needs (not earlier: beside the workers' first kernels it took a
-    core from their imports)."""
+def _a_core_is_free(comparison_kernel: KernelPool | None, result: StudyResult) -> None:
+    """A worker has nothing left to run, so a core is free: the comparison's kernel starts and counts
+    the baselines' ladder of every seed (half of the comparison notebook's time, which the study
+    waits for at its end), and this process loads what the report needs (not earlier: beside the
+    workers' first kernels it took a core from their imports)."""
     import_in_background(*REPORT_MODULES, then=warm_exporters)
     if comparison_kernel is not None:
-        comparison_kernel.prestart(str(NOTEBOOK_DIR), COMPARISON_IMPORTS)
+        p = result.parameters
+        ladder = (f"dino_rnn.report.goodness.warm_ladder({str(resolve_data_path(p['data']))!r}, "
+                  f"{list(p['seeds'])!r}, {p['max_names']!r})")
+        comparison_kernel.prestart(str(NOTEBOOK_DIR), f"{COMPARISON_IMPORTS}, dino_rnn.report.goodness\n{ladder}")
 
 
 def _take_outcome(job: Job, out, staging: Path, paths: tuple, prebuilt: dict) -> None:
@@ -648,12 +691,13 @@ def _build_html(result: StudyResult, results: Path, staging: Path, data_path: Pa
                 log) -> None:
     """Last, from everything above: html/index.html and every notebook's two reports."""
     try:
+        figures, explore = drawn if drawn is not None else (None, None)
         try:
-            figures = drawn.result() if drawn is not None else None
+            figures = figures.result() if figures is not None else None
         except Exception:  # build_site draws them, and reports what went wrong
             figures = None
-        build_site(results, staging / HTML, staging=staging, generator="dino-rnn study", log=log,
-                   prebuilt=prebuilt, data=[str(data_path)], figures=figures)
+        build_site(results, staging / HTML, staging=staging, generator=GENERATOR, log=log,
+                   prebuilt=prebuilt, data=[str(data_path)], figures=figures, explore=explore)
     except Exception as e:
         result.report_error = (result.report_error + "; " if result.report_error else "") + \
             f"HTML: {type(e).__name__}: {e}".splitlines()[0]
@@ -661,16 +705,19 @@ def _build_html(result: StudyResult, results: Path, staging: Path, data_path: Pa
 
 
 def _draw_in_background(source):
-    """:func:`~dino_rnn.report.site.index_figures` of ``source`` (~2 s), drawn in a thread of this process
-    while its main thread waits for the comparison notebook; its future. None where matplotlib
-    draws on a screen here (a GUI needs the main thread): build_site draws them then."""
+    """:func:`~dino_rnn.report.site.index_figures` of ``source`` (~2 s), then its explore page (~1 s),
+    made in a thread of this process while its main thread waits for the comparison notebook; their
+    futures. None where matplotlib draws on a screen here (a GUI needs the main thread):
+    build_site makes both then."""
     import matplotlib
+
+    from dino_rnn.report.explore import explore_page
 
     if matplotlib.get_backend().lower() != "agg":
         return None
     drawing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dino-rnn-figures")
     try:
-        return drawing.submit(index_figures, source)
+        return drawing.submit(index_figures, source), drawing.submit(explore_page, source, GENERATOR)
     finally:
         drawing.shutdown(wait=False)
 
