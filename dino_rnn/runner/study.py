@@ -233,9 +233,10 @@ NOTEBOOK_IMPORTS = ("import torch, pandas, matplotlib.pyplot, dino_rnn.experimen
                     "dino_rnn.fast.steps, dino_rnn.fast.torch_private; "
                     "dino_rnn.fast.torch_private.preload_optimizer_imports()")
 # What a worker process needs to run a notebook (papermill's import takes seconds: nbformat's
-# schema validation builds grammars), and the main process for the report.
+# schema validation builds grammars), and the main process for the report (the explore page reads
+# the checkpoints with torch: ~1 s to import, once a core is free rather than at the study's end).
 WORKER_MODULES = ("papermill", "dino_rnn.report.site")
-REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot")
+REPORT_MODULES = ("jinja2", "nbconvert", "matplotlib.pyplot", "dino_rnn.experiment", "dino_rnn.lab")
 # Files of a notebook's results whose text may show the folder it ran in (rewritten to the client's).
 _TEXT = {".json", ".ipynb", ".md", ".csv", ".txt", ".html", ".svg", ".tsv"}
 
