@@ -706,7 +706,8 @@ def _build_html(result: StudyResult, results: Path, staging: Path, data_path: Pa
 
 
 def _draw_in_background(source):
-    """:func:`~dino_rnn.report.site.index_figures` of ``source`` (~2 s), then its explore page (~1 s),
+    """:func:`~dino_rnn.report.site.index_figures` of ``source`` (~2 s), then its explore page (0.1 s
+    with torch loaded, which :func:`_a_core_is_free` has begun to import),
     made in a thread of this process while its main thread waits for the comparison notebook; their
     futures. None where matplotlib draws on a screen here (a GUI needs the main thread):
     build_site makes both then."""
