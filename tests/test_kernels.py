@@ -101,33 +101,57 @@ def _matvec_one_row_at_a_time(a, wT, h):
 
 
 @njit
-def _backprop_one_row_at_a_time(d, w, g_w, inp, d_inp):
+def _wT_d_one_row_at_a_time(d, w, d_inp):
     for j in range(d.shape[0]):
-        for k in range(inp.shape[0]):
-            g_w[j, k] += d[j] * inp[k]
+        for k in range(d_inp.shape[0]):
             d_inp[k] += w[j, k] * d[j]
 
 
+@njit
+def _outer_sum_one_step_at_a_time(g_w, ds, inps):
+    """What the backward loops summed before the sums moved after the loop: from 0, t descending."""
+    g_w[:, : inps.shape[1]] = 0
+    for t in range(ds.shape[0] - 1, -1, -1):
+        for j in range(ds.shape[1]):
+            for k in range(inps.shape[1]):
+                g_w[j, k] += ds[t, j] * inps[t, k]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_shared_loops_four_rows_at_a_time_are_one_row_at_a_time_bit_for_bit(dtype):
-    """The matrix-vector loops every kernel shares take four rows at a time; each sum must still
-    add its terms in the same order, so the kernels' numbers (and the committed results) stay
-    exactly what one row at a time gives: sizes with and without a remainder, mixed magnitudes."""
+def test_the_shared_loops_are_one_term_at_a_time_bit_for_bit(dtype):
+    """The loops every kernel shares take four rows (or four steps) at a time, and the weight
+    gradients are summed after the backward loop instead of step by step inside it; each sum must
+    still add its terms in the same order, so the kernels' numbers (and the committed results) stay
+    exactly what one term at a time gives: sizes with and without a remainder, mixed magnitudes,
+    a weight wider than the input (the NumPy LSTM's [h; x] block)."""
     rng = np.random.default_rng(0)
     for rows, cols in [(1, 1), (3, 5), (4, 4), (7, 64), (64, 27), (256, 64), (200, 50), (13, 91)]:
         scale = rng.choice([1e-3, 1.0, 1e3], size=(rows, cols))
         w = (rng.normal(size=(rows, cols)) * scale).astype(dtype)
-        d, inp = rng.normal(size=rows).astype(dtype), rng.normal(size=cols).astype(dtype)
+        d = rng.normal(size=rows).astype(dtype)
         a0 = rng.normal(size=cols).astype(dtype)
         a, ref = a0.copy(), a0.copy()
         kernels._add_matvec_t(a, w, d)
         _matvec_one_row_at_a_time(ref, w, d)
         assert np.array_equal(a, ref)
-        g0 = rng.normal(size=(rows, cols)).astype(dtype)
-        g, g_ref, di, di_ref = g0.copy(), g0.copy(), a0.copy(), a0.copy()
-        kernels._backprop_rows(d, w, g, inp, di)
-        _backprop_one_row_at_a_time(d, w, g_ref, inp, di_ref)
-        assert np.array_equal(g, g_ref) and np.array_equal(di, di_ref)
+        narrow = max(1, cols - 3)
+        di, di_ref = a0[:narrow].copy(), a0[:narrow].copy()
+        kernels._add_wT_d(d, w, di)
+        _wT_d_one_row_at_a_time(d, w, di_ref)
+        assert np.array_equal(di, di_ref)
+        for steps in (1, 3, 4, 5, 13):
+            ds = (rng.normal(size=(steps, rows)) * rng.choice([1e-3, 1.0, 1e3], size=(steps, 1))).astype(dtype)
+            inps = rng.normal(size=(steps, narrow)).astype(dtype)
+            g0 = rng.normal(size=(rows, cols)).astype(dtype)  # the columns past ``narrow`` are left alone
+            g, g_ref = g0.copy(), g0.copy()
+            _outer_sum(g, ds, inps)
+            _outer_sum_one_step_at_a_time(g_ref, ds, inps)
+            assert g.tobytes() == g_ref.tobytes()
+
+
+@njit
+def _outer_sum(g_w, ds, inps):
+    kernels._outer_sum(g_w, ds, inps)
 
 
 def test_the_kernels_tanh_is_libms_to_two_units_in_the_last_place():

@@ -112,11 +112,16 @@ def _sigmoid32(a):
 # ---------------------------------------------------------------------------
 # inline="always": numba puts them into each kernel's own code (called instead, the
 # LSTM kernel took ~5% longer). The matrix-vector loops take four rows at a time: the vector they
-# accumulate into is read and written once per four rows instead of once per row, and each sum
-# still adds its terms one at a time in the same order, so every result is the same, bit for bit
-# (tests/test_kernels.py checks). Measured alone on a 13-character name (V=27, H=64), with the
-# one-hot input's nonzero entry found once per step (_backprop_cell): lstm_step 89 -> 84 µs,
-# gru_step 63 -> 58 µs, rnn_step 29 -> 27 µs; the float64 NumPy nets' kernels did not change.
+# accumulate into is read and written once per four rows instead of once per row. The weight
+# gradients are not added step by step inside the backward loop (a 64-long row loop entered
+# rows x steps times, which cost more in loop overhead than in arithmetic) but after it, from the
+# saved per-step gradients, in the same order (:func:`_outer_sum`). Each sum still adds its terms
+# one at a time in the same order, so every result is the same, bit for bit (tests/test_kernels.py
+# checks). Measured alone on a 13-character name (V=27, H=64): lstm_step 85 -> 78 µs, gru_step
+# 64 -> 58, rnn_step 27 -> 23, scratch_step 70 -> 55, the NumPy LSTM 115 -> 96, the NumPy RNN
+# 37 -> 33. What is left of the LSTM step's 78 µs: transposing the three weights (~16 µs, a
+# power-of-two row stride makes the column reads collide in the cache), the weight gradients
+# after the loop (~19), the recurrent backward (~17), the forward matrix-vector loop (~10).
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -146,47 +151,75 @@ def _add_sparse_matvec_t(a, wT, x):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _backprop_rows(d, w, g_w, inp, d_inp):
-    """``g_w[:, :len(inp)] += d inpᵀ`` and ``d_inp += w[:, :len(inp)]ᵀ d`` (rows ascending)."""
+def _add_wT_d(d, w, d_inp):
+    """``d_inp += w[:, :len(d_inp)]ᵀ d``: ``d_inp[k] += Σ_j w[j, k] d[j]``, j ascending."""
     J = d.shape[0]
-    K = inp.shape[0]
+    K = d_inp.shape[0]
     j = 0
     while j + 4 <= J:
         d0, d1, d2, d3 = d[j], d[j + 1], d[j + 2], d[j + 3]
         for k in range(K):
-            ik = inp[k]
-            g_w[j, k] += d0 * ik
-            g_w[j + 1, k] += d1 * ik
-            g_w[j + 2, k] += d2 * ik
-            g_w[j + 3, k] += d3 * ik
             d_inp[k] = (((d_inp[k] + w[j, k] * d0) + w[j + 1, k] * d1) + w[j + 2, k] * d2) + w[j + 3, k] * d3
         j += 4
     for j in range(j, J):
         dj = d[j]
         for k in range(K):
-            g_w[j, k] += dj * inp[k]
             d_inp[k] += w[j, k] * dj
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _backprop_linear(d, w, g_w, g_b, inp, d_inp):
-    """One step back through ``out = w[:, :len(inp)] @ inp + b`` with ``d`` = d loss / d out:
-    ``g_b += d``, ``g_w[:, :len(inp)] += d inpᵀ``, ``d_inp += w[:, :len(inp)]ᵀ d``."""
-    for j in range(d.shape[0]):
-        g_b[j] += d[j]
-    _backprop_rows(d, w, g_w, inp, d_inp)
+def _outer_sum(g_w, ds, inps):
+    """``g_w[:, :K] = Σ_t ds[t] inps[t]ᵀ`` (K = ``inps.shape[1]``), each sum from 0 over t descending:
+    a weight's gradient from the per-step gradients ``ds`` of its output and the inputs ``inps`` it
+    read, added up after the backward loop in the order that loop reached the steps. Summed
+    transposed (``gT[k] += inps[t, k] ds[t]``, four steps a pass: long rows, so it vectorises),
+    then copied into ``g_w``."""
+    T, J = ds.shape
+    K = inps.shape[1]
+    gT = np.zeros((K, J), ds.dtype)
+    t = T - 1
+    while t >= 3:
+        d0, d1, d2, d3 = ds[t], ds[t - 1], ds[t - 2], ds[t - 3]
+        for k in range(K):
+            h0, h1, h2, h3 = inps[t, k], inps[t - 1, k], inps[t - 2, k], inps[t - 3, k]
+            row = gT[k]
+            for j in range(J):
+                row[j] = (((row[j] + d0[j] * h0) + d1[j] * h1) + d2[j] * h2) + d3[j] * h3
+        t -= 4
+    while t >= 0:
+        d0 = ds[t]
+        for k in range(K):
+            h0 = inps[t, k]
+            row = gT[k]
+            for j in range(J):
+                row[j] += d0[j] * h0
+        t -= 1
+    for k in range(K):
+        row = gT[k]
+        for j in range(J):
+            g_w[j, k] = row[j]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _backprop_cell(d_x, d_h, w_hh, g_w_ih, g_w_hh, g_b_ih, g_b_hh, x, h, dh):
+def _backprop_linear(d, w, g_b, d_inp):
+    """One step back through ``out = w[:, :len(d_inp)] @ inp + b`` with ``d`` = d loss / d out:
+    ``g_b += d`` and ``d_inp += w[:, :len(d_inp)]ᵀ d`` (``w``'s gradient is summed after the loop,
+    :func:`_outer_sum`)."""
+    for j in range(d.shape[0]):
+        g_b[j] += d[j]
+    _add_wT_d(d, w, d_inp)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _backprop_cell(d_x, d_h, w_hh, g_w_ih, g_b_ih, g_b_hh, x, dh):
     """One step back through a cell's pre-activations ``w_ih x + b_ih`` (gradient ``d_x``) and
-    ``w_hh h + b_hh`` (gradient ``d_h``): the four parameter gradients, and ``dh += w_hhᵀ d_h``.
-    Only the nonzero entries of ``x`` (one, for a one-hot input) touch ``g_w_ih``: ``x`` is scanned
-    once, not once per gate row."""
+    ``w_hh h + b_hh`` (gradient ``d_h``): three parameter gradients, and ``dh += w_hhᵀ d_h``
+    (``w_hh``'s gradient is summed after the loop, :func:`_outer_sum`). Only the nonzero entries of
+    ``x`` (one, for a one-hot input) touch ``g_w_ih``: ``x`` is scanned once, not once per gate row."""
     for j in range(d_h.shape[0]):
         g_b_ih[j] += d_x[j]
         g_b_hh[j] += d_h[j]
-    _backprop_rows(d_h, w_hh, g_w_hh, h, dh)
+    _add_wT_d(d_h, w_hh, dh)
     for v in range(x.shape[0]):
         xv = x[v]
         if xv != 0:
@@ -252,9 +285,10 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)  # d loss / d h_t from later steps
     dc = np.zeros(H, np.float32)  # d loss / d c_t from later steps
-    da = np.empty(G, np.float32)
+    das = np.empty((T, G), np.float32)  # d loss / d pre-activations, per step
     for t in range(T - 1, -1, -1):
-        _backprop_linear(dz[t], w_fc, g_w_fc, g_b_fc, hs[t + 1], dh)
+        da = das[t]
+        _backprop_linear(dz[t], w_fc, g_b_fc, dh)
         for j in range(H):
             i = acts[t, j]
             f = acts[t, H + j]
@@ -269,7 +303,9 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
             dc[j] = dcj * f
         for k in range(H):
             dh[k] = 0
-        _backprop_cell(da, da, w_hh, g_w_ih, g_w_hh, g_b_ih, g_b_hh, x[t], hs[t], dh)
+        _backprop_cell(da, da, w_hh, g_w_ih, g_b_ih, g_b_hh, x[t], dh)
+    _outer_sum(g_w_fc, dz, hs[1:])
+    _outer_sum(g_w_hh, das, hs[:T])
     return loss
 
 
@@ -299,14 +335,17 @@ def rnn_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
     g_b_ih[:] = 0
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)
-    da = np.empty(H, np.float32)
+    das = np.empty((T, H), np.float32)
     for t in range(T - 1, -1, -1):
-        _backprop_linear(dz[t], w_fc, g_w_fc, g_b_fc, hs[t + 1], dh)
+        da = das[t]
+        _backprop_linear(dz[t], w_fc, g_b_fc, dh)
         for j in range(H):
             h = hs[t + 1, j]
             da[j] = dh[j] * (_F32_ONE - h * h)
             dh[j] = 0
-        _backprop_cell(da, da, w_hh, g_w_ih, g_w_hh, g_b_ih, g_b_hh, x[t], hs[t], dh)
+        _backprop_cell(da, da, w_hh, g_w_ih, g_b_ih, g_b_hh, x[t], dh)
+    _outer_sum(g_w_fc, dz, hs[1:])
+    _outer_sum(g_w_hh, das, hs[:T])
     return loss
 
 
@@ -352,9 +391,10 @@ def gru_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)
     dgi = np.empty(G, np.float32)
-    dgh = np.empty(G, np.float32)
+    dghs = np.empty((T, G), np.float32)
     for t in range(T - 1, -1, -1):
-        _backprop_linear(dz[t], w_fc, g_w_fc, g_b_fc, hs[t + 1], dh)
+        dgh = dghs[t]
+        _backprop_linear(dz[t], w_fc, g_b_fc, dh)
         for j in range(H):
             r = rzn[t, j]
             z = rzn[t, H + j]
@@ -370,7 +410,9 @@ def gru_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
             dgh[H + j] = dzp
             dgh[2 * H + j] = dn * r
             dh[j] = dhj * z  # through h_t = ... + z h_{t-1}
-        _backprop_cell(dgi, dgh, w_hh, g_w_ih, g_w_hh, g_b_ih, g_b_hh, x[t], hs[t], dh)
+        _backprop_cell(dgi, dgh, w_hh, g_w_ih, g_b_ih, g_b_hh, x[t], dh)
+    _outer_sum(g_w_fc, dz, hs[1:])
+    _outer_sum(g_w_hh, dghs, hs[:T])
     return loss
 
 
@@ -471,42 +513,35 @@ def scratch_step(x, y, tanh, wi2h, bi2h, wi2o, bi2o, wo2o, bo2o, mask, g_wi2h, g
     g_wo2o[:] = 0
     g_bo2o[:] = 0
     dcarry = np.zeros(H, np.float32)  # d loss / d h_t through step t+1 (i2h and i2o)
-    dh = np.empty(H, np.float32)
-    do = np.empty(O, np.float32)
+    dhs = np.empty((T, H), np.float32)  # d loss / d i2h's output, per step
+    dos = np.zeros((T, O), np.float32)  # d loss / d i2o's output, per step
     for t in range(T - 1, -1, -1):
+        dh = dhs[t]
+        do = dos[t]
         for j in range(H):
             dh[j] = dcarry[j]
         for v in range(O):
-            do[v] = 0
-        for v in range(O):
-            d = z[t, v]
-            g_bo2o[v] += d
-            for k in range(H):
-                g_wo2o[v, k] += d * hs[t, k]
-                dh[k] += wo2o[v, k] * d
-            for k in range(O):
-                g_wo2o[v, H + k] += d * os[t, k]
-                do[k] += wo2o[v, H + k] * d
+            g_bo2o[v] += z[t, v]
+        _add_wT_d(z[t], wo2o, dh)
+        _add_wT_d(z[t], wo2o[:, H:], do)
         if tanh:
             for j in range(H):
                 h = hs[t, j]
                 dh[j] = dh[j] * (_F32_ONE - h * h)
         for j in range(H):
             dcarry[j] = 0
-        for j in range(H):
-            d = dh[j]
-            g_bi2h[j] += d
-            for k in range(V + H):
-                g_wi2h[j, k] += d * xh[t, k]
-            for k in range(H):
-                dcarry[k] += wi2h[j, V + k] * d
+            g_bi2h[j] += dh[j]
         for v in range(O):
-            d = do[v]
-            g_bi2o[v] += d
-            for k in range(V + H):
-                g_wi2o[v, k] += d * xh[t, k]
-            for k in range(H):
-                dcarry[k] += wi2o[v, V + k] * d
+            g_bi2o[v] += do[v]
+        _add_wT_d(dh, wi2h[:, V:], dcarry)
+        _add_wT_d(do, wi2o[:, V:], dcarry)
+    ho = np.empty((T, H + O), np.float32)  # [h_t, o_t]: o2o's input
+    for t in range(T):
+        ho[t, :H] = hs[t]
+        ho[t, H:] = os[t]
+    _outer_sum(g_wo2o, z, ho)
+    _outer_sum(g_wi2h, dhs, xh)
+    _outer_sum(g_wi2o, dos, xh)
     return loss
 
 
@@ -589,9 +624,10 @@ def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
     gb_h[:] = 0.0
     gb_o[:] = 0.0
     dh = np.zeros(H)  # V^T dz_{t+1}
-    dz = np.empty(H)
+    dzs = np.empty((T, H))
     for t in range(T - 1, -1, -1):
-        _backprop_linear(do[t], W, gW, gb_o, hs[t + 1], dh)
+        dz = dzs[t]
+        _backprop_linear(do[t], W, gb_o, dh)
         for j in range(H):
             h = hs[t + 1, j]
             dz[j] = dh[j] * (1.0 - h * h)
@@ -599,7 +635,11 @@ def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
         c = ids[t]
         for j in range(H):
             gU[j, c] += dz[j]
-        _backprop_linear(dz, Vm, gV, gb_h, hs[t], dh)
+        for j in range(H):
+            gb_h[j] += dz[j]
+        _add_wT_d(dz, Vm, dh)
+    _outer_sum(gW, do, hs[1:])
+    _outer_sum(gV, dzs, hs[:T])
     return loss
 
 
@@ -665,9 +705,10 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
     gbv[:] = 0.0
     dh = np.zeros(H)
     dc = np.zeros(H)
-    da = np.empty(G)
+    das = np.empty((T, G))
     for t in range(T - 1, -1, -1):
-        _backprop_linear(dv[t], Wv, gWv, gbv, hs[t + 1], dh)
+        da = das[t]
+        _backprop_linear(dv[t], Wv, gbv, dh)
         for j in range(H):
             f = acts[t, j]
             i = acts[t, H + j]
@@ -684,7 +725,10 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
         xi = H + ids[t]
         for j in range(G):
             gWg[j, xi] += da[j]
-        _backprop_linear(da, Wg, gWg, gbg, hs[t], dh)
+            gbg[j] += da[j]
+        _add_wT_d(da, Wg, dh)
+    _outer_sum(gWv, dv, hs[1:])
+    _outer_sum(gWg, das, hs[:T])
     return loss
 
 
