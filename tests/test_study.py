@@ -656,3 +656,30 @@ def test_the_next_notebook_goes_to_the_worker_that_is_free(tmp_path, notebook_di
     main(["study", "--epochs", "1", "--out", str(out), "--jobs", "2", "--quiet"])  # 1: no metrics, no matter
     t = {tuple(line.split()[:2]): float(line.split()[2]) for line in log.read_text().splitlines()}
     assert t[("start", "03_c")] < t[("end", "01_a")], t  # on the worker b left free, not queued behind a
+
+
+def test_the_comparison_kernel_starts_early_at_the_lowest_priority_and_counts_every_seeds_ladder(tmp_path):
+    """It starts when the first notebook ends (every worker's kernel is up by then), lowers its own
+    priority before any work (so it takes a core only when a notebook leaves one idle), imports what
+    the comparison notebook needs and counts the ladder of every seed, which the notebook then finds
+    in the kernel's cache; in a real kernel pool the code runs and the kernel is niced."""
+    from dino_rnn.runner.warmkernels import KernelPool
+
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"{a}{b}saurus\n" for a in "abcdefghij" for b in "klmnopqrst"), encoding="utf-8")
+    result = S.StudyResult(out=str(tmp_path), parameters={"data": str(names), "seeds": [3, 4], "max_names": None})
+    pool = KernelPool(S.kernel_environ(), S.KERNEL_ARGUMENTS)
+    kernel = None
+    try:
+        S._start_comparison_kernel(pool, result)
+        kernel = pool.acquire(str(tmp_path))
+        check = ("import os, dino_rnn.report.goodness as g\n"
+                 "assert os.nice(0) == 19, os.nice(0)\n"
+                 "assert g._seed_ladder.cache_info().currsize == 2, g._seed_ladder.cache_info()\n"
+                 "import sys; assert 'scipy.stats' in sys.modules")
+        reply = kernel.run(check, 60)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        if kernel is not None:
+            pool.release(kernel, reusable=False)  # shut down: an acquired kernel is not the pool's to close
+        pool.close()
