@@ -634,8 +634,11 @@ def _start_comparison_kernel(comparison_kernel: KernelPool | None, result: Study
     """The first notebook has finished, so every worker's kernel is up: the comparison's kernel starts
     and, at the lowest CPU priority (``os.nice(19)``: it takes a core only when a notebook leaves one
     idle), imports what the comparison notebook needs and counts the baselines' ladder of every seed
-    (half of that notebook's time, which the study waits for at its end). At the study's end nothing
-    else runs beside it; started when a core was free instead, a five-seed study waited ~4 s for it."""
+    (half of that notebook's time, which the study waits for at its end). By the study's end the
+    workers have stopped, so even at that priority it has a core. (Started when a core was free
+    instead, a five-seed study's comparison waited ~4 s for it. In a long study the prestart stops
+    waiting after a minute while the kernel works on; the reset before the notebook then waits
+    behind that work, and a kernel still busy after the reset's timeout is replaced by a fresh one.)"""
     if comparison_kernel is not None:
         p = result.parameters
         ladder = (f"dino_rnn.report.goodness.warm_ladder({str(resolve_data_path(p['data']))!r}, "
