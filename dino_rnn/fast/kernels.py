@@ -276,11 +276,9 @@ def lstm_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_
             tcs[t, j] = tc
             hs[t + 1, j] = a[3 * H + j] * tc
     dz, loss = _head(hs, y, w_fcT, b_fc, mask)
-    # backward
-    g_w_fc[:] = 0
+    # backward (w_fc's and w_hh's gradients are written whole by _outer_sum, after the loop)
     g_b_fc[:] = 0
     g_w_ih[:] = 0
-    g_w_hh[:] = 0
     g_b_ih[:] = 0
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)  # d loss / d h_t from later steps
@@ -328,10 +326,8 @@ def rnn_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
         for j in range(H):
             a[j] = _tanh32(a[j])
     dz, loss = _head(hs, y, w_fcT, b_fc, mask)
-    g_w_fc[:] = 0
     g_b_fc[:] = 0
     g_w_ih[:] = 0
-    g_w_hh[:] = 0
     g_b_ih[:] = 0
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)
@@ -383,10 +379,8 @@ def gru_step(x, y, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, mask, g_w_ih, g_w_hh, g_b
             ghn[t, j] = gh[2 * H + j]
             hs[t + 1, j] = (_F32_ONE - z) * rzn[t, 2 * H + j] + z * hs[t, j]
     dz, loss = _head(hs, y, w_fcT, b_fc, mask)
-    g_w_fc[:] = 0
     g_b_fc[:] = 0
     g_w_ih[:] = 0
-    g_w_hh[:] = 0
     g_b_ih[:] = 0
     g_b_hh[:] = 0
     dh = np.zeros(H, np.float32)
@@ -506,11 +500,8 @@ def scratch_step(x, y, tanh, wi2h, bi2h, wi2o, bi2o, wo2o, bo2o, mask, g_wi2h, g
             for v in range(O):
                 z[t, v] += wo2oT[H + k, v] * c
     loss = _dropout_ce(z, y, mask)
-    g_wi2h[:] = 0
     g_bi2h[:] = 0
-    g_wi2o[:] = 0
     g_bi2o[:] = 0
-    g_wo2o[:] = 0
     g_bo2o[:] = 0
     dcarry = np.zeros(H, np.float32)  # d loss / d h_t through step t+1 (i2h and i2o)
     dhs = np.empty((T, H), np.float32)  # d loss / d i2h's output, per step
@@ -619,8 +610,6 @@ def numpy_rnn_grads(ids, tgt, U, Vm, W, b_h, b_o, gU, gV, gW, gb_h, gb_o):
     do = _readout(hs, np.ascontiguousarray(W.T), b_o)
     loss = _softmax_ce(do, tgt)
     gU[:] = 0.0
-    gV[:] = 0.0
-    gW[:] = 0.0
     gb_h[:] = 0.0
     gb_o[:] = 0.0
     dh = np.zeros(H)  # V^T dz_{t+1}
@@ -701,7 +690,6 @@ def numpy_lstm_grads(ids, tgt, Wg, bg, Wv, bv, gWg, gbg, gWv, gbv):
     loss = _softmax_ce(dv, tgt)
     gWg[:] = 0.0
     gbg[:] = 0.0
-    gWv[:] = 0.0
     gbv[:] = 0.0
     dh = np.zeros(H)
     dc = np.zeros(H)

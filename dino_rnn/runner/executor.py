@@ -321,13 +321,6 @@ def _start_resource_tracker() -> None:
             os.environ["PYTHONWARNINGS"] = before
 
 
-# Dask's statistical profiler samples every worker thread's stack every 10 ms (for the dashboard's
-# Profile page): in a one-seed study it took ~8 s of the 94 s of CPU, on a 2-core machine ~4 s of
-# the 50 s wall (measured in pairs, on and off). A local cluster runs without it; a cluster of your
-# own (--scheduler) keeps its configuration.
-LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False}
-
-
 def _local_cluster(workers: int, tmpdir=None):
     """A local cluster of ``workers`` processes, its temporary files in ``tmpdir``."""
     import copy
@@ -335,8 +328,11 @@ def _local_cluster(workers: int, tmpdir=None):
     import dask
     from distributed import LocalCluster
 
+    # No profiler: Dask's samples every worker thread's stack every 10 ms (for the dashboard's Profile
+    # page); in a one-seed study it took ~8 s of the 94 s of CPU, on a 2-core machine ~4 s of the 50 s
+    # wall (measured in pairs, on and off). A cluster of your own (--scheduler) keeps its configuration.
     env, config = dict(WORKER_ENV), {"distributed.worker.daemon": False, "distributed.admin.tick.limit": "1h",
-                                     **LOCAL_CLUSTER_CONFIG}
+                                     "distributed.worker.profile.enabled": False}
     if tmpdir is not None:
         env.update(TMPDIR=str(tmpdir), JUPYTER_RUNTIME_DIR=str(tmpdir))
         config["temporary-directory"] = str(tmpdir)
