@@ -10,6 +10,7 @@ torch (each command imports what it needs when it runs).
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 import threading
@@ -306,7 +307,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The command; ``argv`` None: this process's own command line (and the process ends after it)."""
+    if argv is None:
+        try:
+            return _main(sys.argv[1:])
+        finally:
+            # The process ends next: its objects leave the collector's generations (``gc.freeze``),
+            # so the interpreter's exit does not walk them (torch, pandas, Dask loaded: 0.12 instead
+            # of 0.75 s). Every file the command writes is written and closed by now.
+            gc.freeze()
+    return _main(list(argv))
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:  # its own parser (it also runs as python -m dino_rnn.runner.bench)
         from dino_rnn.runner.bench import main as bench_main
 

@@ -324,6 +324,19 @@ def test_version_prints_the_installed_version_without_loading_torch(monkeypatch)
     assert cli.version() == "9.9.9"
 
 
+def test_only_the_process_command_freezes_the_heap_for_its_exit():
+    """``dino-rnn ...`` (main() on the process's own arguments) freezes the collector's objects as it
+    returns, so the interpreter's exit does not walk them; main([...]) called from Python (a test,
+    a notebook) leaves the caller's collector as it was."""
+    show = ("import gc, sys\nfrom dino_rnn.cli import main\nsys.argv = ['dino-rnn', 'study', '--epochs', '0']\n"
+            "before = gc.get_freeze_count()\nassert main(['study', '--epochs', '0']) == 2\n"
+            "assert gc.get_freeze_count() == before, 'main([...]) froze its caller'\n"
+            "assert main() == 2\nprint(gc.get_freeze_count() > before)\n")
+    p = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, timeout=60)
+    assert p.stdout == "True\n", p.stdout + p.stderr
+    assert p.stderr.count("dino-rnn: error:") == 2, p.stderr  # both refused the bad input, before any work
+
+
 @pytest.mark.slow
 def test_terminated_study_leaves_earlier_results_intact(tmp_path, notebook_dir):
     """A real SIGTERM to a running `dino-rnn study`: the staging folder goes, old results stay."""
