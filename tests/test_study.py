@@ -325,16 +325,23 @@ def test_version_prints_the_installed_version_without_loading_torch(monkeypatch)
 
 
 def test_only_the_process_command_freezes_the_heap_for_its_exit():
-    """``dino-rnn ...`` (main() on the process's own arguments) freezes the collector's objects as it
-    returns, so the interpreter's exit does not walk them; main([...]) called from Python (a test,
-    a notebook) leaves the caller's collector as it was."""
-    show = ("import gc, sys\nfrom dino_rnn.cli import main\nsys.argv = ['dino-rnn', 'study', '--epochs', '0']\n"
-            "before = gc.get_freeze_count()\nassert main(['study', '--epochs', '0']) == 2\n"
+    """``dino-rnn ...`` (main() on the process's own arguments) freezes the collector's objects when
+    the process exits, so the interpreter's exit does not walk them; main([...]) called from Python
+    (a test, a notebook) leaves the caller's collector as it was, then and at its exit."""
+    # An exit handler registered before main() runs after main()'s own: it sees what exit sees.
+    at_exit = ("import atexit, gc, sys\nfrom dino_rnn.cli import main\n"
+               "before = gc.get_freeze_count()\n"
+               "atexit.register(lambda: print(gc.get_freeze_count() > before))\n")
+    show = (at_exit + "sys.argv = ['dino-rnn', 'study', '--epochs', '0']\n"
+            "assert main(['study', '--epochs', '0']) == 2\n"
             "assert gc.get_freeze_count() == before, 'main([...]) froze its caller'\n"
-            "assert main() == 2\nprint(gc.get_freeze_count() > before)\n")
+            "assert main() == 2\nassert gc.get_freeze_count() == before, 'frozen before the exit'\n")
     p = subprocess.run([sys.executable, "-c", show], capture_output=True, text=True, timeout=60)
-    assert p.stdout == "True\n", p.stdout + p.stderr
+    assert p.returncode == 0 and p.stdout == "True\n", p.stdout + p.stderr
     assert p.stderr.count("dino-rnn: error:") == 2, p.stderr  # both refused the bad input, before any work
+    caller = at_exit + "assert main(['study', '--epochs', '0']) == 2\n"
+    p = subprocess.run([sys.executable, "-c", caller], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == "False\n", p.stdout + p.stderr
 
 
 @pytest.mark.slow
